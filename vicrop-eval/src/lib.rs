@@ -1,0 +1,4 @@
+//! Datasets, scorers, the batch runner and the command implementations behind the `vicrop`
+//! binary.
+
+pub mod commands;

@@ -1,0 +1,136 @@
+//! The `vicrop` command-line tool.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{bail, Context, Result};
+use clap::{Parser, Subcommand, ValueEnum};
+
+use vicrop_eval::commands;
+
+/// ViCrop: make multimodal LLMs see small details (MLLMs Know Where to Look, ICLR 2025).
+#[derive(Debug, Parser)]
+#[command(name = "vicrop", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Answer a question about an image with a LLaVA-1.5 checkpoint (no cropping).
+    Answer(AnswerArgs),
+}
+
+/// Where to run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Device {
+    /// burn-ndarray on the CPU (f32).
+    Cpu,
+    /// burn-cuda on GPU 0 (needs a build with `--features cuda`).
+    Cuda,
+}
+
+/// Compute dtype.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Dtype {
+    /// f32 everywhere (the CPU default).
+    F32,
+    /// bfloat16 weights and activations, softmax in f32 (the CUDA default).
+    Bf16,
+    /// float16 weights and activations, softmax in f32.
+    F16,
+}
+
+#[derive(Debug, clap::Args)]
+struct AnswerArgs {
+    /// Model folder (as `save_pretrained` writes it, or a hub snapshot folder), or a hub id
+    /// such as `llava-hf/llava-1.5-7b-hf` already in the local Hugging Face cache.
+    #[arg(long)]
+    model: String,
+    /// Image file (PNG, JPEG, GIF, BMP, WebP, TIFF).
+    #[arg(long)]
+    image: PathBuf,
+    /// The question.
+    #[arg(long)]
+    question: String,
+    /// Most tokens to generate.
+    #[arg(long, default_value_t = 20)]
+    max_new_tokens: usize,
+    /// Where to run.
+    #[arg(long, value_enum, default_value_t = Device::Cpu)]
+    device: Device,
+    /// Compute dtype (default: f32 on CPU, bf16 on CUDA).
+    #[arg(long, value_enum)]
+    dtype: Option<Dtype>,
+    /// Print one JSON object instead of the plain answer.
+    #[arg(long)]
+    json: bool,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_tracing();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_tracing() {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_env("VICROP_LOG").unwrap_or_else(|_| EnvFilter::new("warn"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        Command::Answer(args) => answer(args),
+    }
+}
+
+fn dtype_for(device: Device, dtype: Option<Dtype>) -> Result<burn::tensor::DType> {
+    use burn::tensor::DType;
+    Ok(match (device, dtype) {
+        (Device::Cpu, None | Some(Dtype::F32)) => DType::F32,
+        (Device::Cpu, Some(other)) => {
+            bail!("--dtype {other:?} is not available on the CPU backend; use f32")
+        }
+        (Device::Cuda, None | Some(Dtype::Bf16)) => DType::BF16,
+        (Device::Cuda, Some(Dtype::F16)) => DType::F16,
+        (Device::Cuda, Some(Dtype::F32)) => DType::F32,
+    })
+}
+
+fn answer(args: AnswerArgs) -> Result<()> {
+    let dtype = dtype_for(args.device, args.dtype)?;
+    let request = commands::AnswerRequest {
+        model: args.model,
+        image: args.image,
+        question: args.question,
+        max_new_tokens: args.max_new_tokens,
+        dtype,
+    };
+    let answer = match args.device {
+        Device::Cpu => commands::answer_cpu(&request)?,
+        Device::Cuda => commands::answer_cuda(&request)?,
+    };
+    let mut out = std::io::stdout().lock();
+    if args.json {
+        let json = serde_json::json!({
+            "answer": answer.text,
+            "answer_token_ids": answer.token_ids,
+        });
+        writeln!(out, "{json}").context("writing to stdout")?;
+    } else {
+        writeln!(out, "{}", answer.text).context("writing to stdout")?;
+    }
+    Ok(())
+}

@@ -1,0 +1,25 @@
+//! burn implementations of the models ViCrop runs on, loading Hugging Face checkpoints.
+//!
+//! - [`llava::LlavaModel`]: a LLaVA-1.5 checkpoint (CLIP ViT + projector + LLaMA) with its
+//!   image processor and tokenizer; answers questions, hands out attention rows.
+//! - [`config`]: serde mirrors of the HF JSON files, with transformers' defaults.
+//! - [`weights`]: safetensors loading (single or sharded, F32/F16/BF16).
+//! - [`processor`]: `CLIPImageProcessor` semantics, PIL-exact.
+//! - [`backend`]: the backends this crate is built for.
+//!
+//! Every model is generic over the burn backend `B`.
+
+pub mod backend;
+pub mod clip;
+pub mod config;
+pub mod error;
+pub mod hub;
+pub mod llama;
+pub mod llava;
+pub mod nn;
+pub mod processor;
+pub mod tokenizer;
+pub mod weights;
+
+pub use error::{ModelError, Result};
+pub use llava::{Answer, LlavaModel, LoadOptions};

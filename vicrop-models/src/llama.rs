@@ -1,0 +1,366 @@
+//! The LLaMA decoder (Vicuna in LLaVA-1.5): RMSNorm, rotary embeddings in transformers'
+//! `rotate_half` convention, grouped-query attention, SwiGLU MLP, a KV cache, and an optional
+//! *probe* that hands out the last query's attention probabilities at one layer.
+//!
+//! The probe is the ViCrop primitive: only one attention row of one layer is ever read, so it
+//! is computed explicitly (and in f32) while every other row and layer goes through the fused
+//! attention kernel without materialising probabilities. The probed row also feeds the layer's
+//! output, so under an autodiff backend gradients with respect to it are exactly the
+//! reference's `d v / d attn[layer][:, L-1, :]`.
+
+use burn::tensor::{
+    backend::Backend, module::attention, ops::AttentionModuleOptions, DType, Int, Tensor,
+    TensorData,
+};
+
+use crate::config::{Activation, LlamaConfig};
+use crate::error::{ModelError, Result};
+use crate::nn::{activate, softmax_f32, Linear, LoadCtx, RmsNorm};
+
+#[derive(Debug, Clone)]
+struct DecoderLayer<B: Backend> {
+    input_norm: RmsNorm<B>,
+    q: Linear<B>,
+    k: Linear<B>,
+    v: Linear<B>,
+    o: Linear<B>,
+    post_norm: RmsNorm<B>,
+    gate: Linear<B>,
+    up: Linear<B>,
+    down: Linear<B>,
+}
+
+/// Per-layer keys and values of the positions processed so far.
+#[derive(Debug, Clone)]
+pub struct KvCache<B: Backend> {
+    layers: Vec<Option<(Tensor<B, 4>, Tensor<B, 4>)>>,
+    len: usize,
+}
+
+impl<B: Backend> KvCache<B> {
+    /// An empty cache for `n_layers` layers.
+    pub fn new(n_layers: usize) -> Self {
+        Self {
+            layers: vec![None; n_layers],
+            len: 0,
+        }
+    }
+
+    /// Number of cached positions.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether no position is cached.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Keeps only the first `len` positions (e.g. a shared `[BOS, image]` prefix).
+    pub fn truncate(&mut self, len: usize) {
+        if len >= self.len {
+            return;
+        }
+        for (k, v) in self.layers.iter_mut().flatten() {
+            *k = k.clone().narrow(2, 0, len);
+            *v = v.clone().narrow(2, 0, len);
+        }
+        self.len = len;
+    }
+
+    /// Whether every layer holds keys (a forward that stopped early leaves later ones empty).
+    pub fn is_complete(&self) -> bool {
+        self.len == 0 || self.layers.iter().all(Option::is_some)
+    }
+}
+
+/// Which attention row to hand out during a forward.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Probe {
+    /// Decoder layer (0-based).
+    pub layer: usize,
+    /// Stop after that layer: no later layer, no final norm (rel-att needs nothing more).
+    pub stop_after: bool,
+}
+
+/// What a decoder forward returns.
+#[derive(Debug, Clone)]
+pub struct DecoderOutput<B: Backend> {
+    /// Final-norm hidden states of the new positions, `[t, d]`; `None` when stopped early.
+    pub hidden: Option<Tensor<B, 2>>,
+    /// Probed post-softmax attention of the last new position, `[heads, cached + t]`, f32.
+    pub probe: Option<Tensor<B, 2>>,
+}
+
+/// The LLaMA decoder with its embedding and LM head.
+#[derive(Debug, Clone)]
+pub struct Llama<B: Backend> {
+    cfg: LlamaConfig,
+    act: Activation,
+    /// `[vocab, d]`.
+    embed: Tensor<B, 2>,
+    layers: Vec<DecoderLayer<B>>,
+    norm: RmsNorm<B>,
+    /// `[d, vocab]`.
+    lm_head_t: Tensor<B, 2>,
+    /// `[head_dim / 2]` rotary inverse frequencies, as transformers computes them in f32.
+    inv_freq: Vec<f32>,
+}
+
+impl<B: Backend> Llama<B> {
+    /// Loads `{prefix}.model.*` and `{prefix}.lm_head.weight` (or ties it to the embedding).
+    pub fn load(ctx: &LoadCtx<B>, prefix: &str, cfg: &LlamaConfig) -> Result<Self> {
+        let d = cfg.hidden_size;
+        let h = cfg.num_attention_heads;
+        let kv = cfg.kv_heads();
+        let hd = cfg.head_dim();
+        let inter = cfg.intermediate_size;
+        let act = Activation::parse(&cfg.hidden_act).unwrap_or(Activation::Silu);
+        let embed: Tensor<B, 2> =
+            ctx.tensor(&format!("{prefix}.model.embed_tokens.weight"), [cfg.vocab_size, d])?;
+        let mut layers = Vec::with_capacity(cfg.num_hidden_layers);
+        for i in 0..cfg.num_hidden_layers {
+            let lp = format!("{prefix}.model.layers.{i}");
+            let eps = cfg.rms_norm_eps;
+            let ab = cfg.attention_bias;
+            let mb = cfg.mlp_bias;
+            layers.push(DecoderLayer {
+                input_norm: RmsNorm::load(ctx, &format!("{lp}.input_layernorm"), d, eps)?,
+                q: Linear::load(ctx, &format!("{lp}.self_attn.q_proj"), d, h * hd, ab)?,
+                k: Linear::load(ctx, &format!("{lp}.self_attn.k_proj"), d, kv * hd, ab)?,
+                v: Linear::load(ctx, &format!("{lp}.self_attn.v_proj"), d, kv * hd, ab)?,
+                o: Linear::load(ctx, &format!("{lp}.self_attn.o_proj"), h * hd, d, ab)?,
+                post_norm: RmsNorm::load(ctx, &format!("{lp}.post_attention_layernorm"), d, eps)?,
+                gate: Linear::load(ctx, &format!("{lp}.mlp.gate_proj"), d, inter, mb)?,
+                up: Linear::load(ctx, &format!("{lp}.mlp.up_proj"), d, inter, mb)?,
+                down: Linear::load(ctx, &format!("{lp}.mlp.down_proj"), inter, d, mb)?,
+            });
+            // Old checkpoints may carry precomputed rotary tables; they are derived here.
+            ctx.ckpt
+                .skip(&format!("{lp}.self_attn.rotary_emb.inv_freq"));
+        }
+        let norm = RmsNorm::load(ctx, &format!("{prefix}.model.norm"), d, cfg.rms_norm_eps)?;
+        let head_name = format!("{prefix}.lm_head.weight");
+        let lm_head_t = if cfg.tie_word_embeddings {
+            ctx.ckpt.skip(&head_name);
+            embed.clone().transpose()
+        } else {
+            ctx.tensor::<2>(&head_name, [cfg.vocab_size, d])?.transpose()
+        };
+        let inv_freq = (0..hd / 2)
+            .map(|i| {
+                let exponent = (2 * i) as f32 / hd as f32;
+                1.0 / (cfg.rope_theta as f32).powf(exponent)
+            })
+            .collect();
+        Ok(Self {
+            cfg: cfg.clone(),
+            act,
+            embed,
+            layers,
+            norm,
+            lm_head_t,
+            inv_freq,
+        })
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &LlamaConfig {
+        &self.cfg
+    }
+
+    /// Number of decoder layers.
+    pub fn num_layers(&self) -> usize {
+        self.layers.len()
+    }
+
+    /// A fresh cache sized for this model.
+    pub fn new_cache(&self) -> KvCache<B> {
+        KvCache::new(self.layers.len())
+    }
+
+    /// Token embeddings. `ids` -> `[len, d]`.
+    pub fn embed_ids(&self, ids: &[u32]) -> Result<Tensor<B, 2>> {
+        let vocab = self.cfg.vocab_size;
+        if let Some(bad) = ids.iter().find(|&&id| id as usize >= vocab) {
+            return Err(ModelError::InvalidInput(format!(
+                "token id {bad} is outside the vocabulary ({vocab} ids)"
+            )));
+        }
+        let device = self.embed.device();
+        let data = TensorData::new(ids.iter().map(|&i| i as i64).collect::<Vec<_>>(), [ids.len()]);
+        let idx = Tensor::<B, 1, Int>::from_data(data, &device);
+        Ok(self.embed.clone().select(0, idx))
+    }
+
+    /// LM head. `hidden: [t, d]` -> logits `[t, vocab]`.
+    pub fn logits(&self, hidden: Tensor<B, 2>) -> Tensor<B, 2> {
+        hidden.matmul(self.lm_head_t.clone())
+    }
+
+    /// Rotary tables for `t` positions from `start`: `(cos, sin)`, each `[1, 1, t, head_dim]`.
+    fn rotary(&self, start: usize, t: usize, device: &B::Device, dtype: DType) -> (Tensor<B, 4>, Tensor<B, 4>) {
+        let half = self.inv_freq.len();
+        let hd = 2 * half;
+        let mut cos = Vec::with_capacity(t * hd);
+        let mut sin = Vec::with_capacity(t * hd);
+        for pos in start..start + t {
+            for _ in 0..2 {
+                for &f in &self.inv_freq {
+                    let angle = pos as f32 * f;
+                    cos.push(angle.cos());
+                    sin.push(angle.sin());
+                }
+            }
+        }
+        let make = |v: Vec<f32>| {
+            Tensor::<B, 4>::from_data(TensorData::new(v, [1, 1, t, hd]).convert_dtype(dtype), (device, dtype))
+        };
+        (make(cos), make(sin))
+    }
+
+    /// Runs new positions through the decoder, appending their keys/values to `cache`.
+    ///
+    /// `x: [1, t, d]` (already embedded, image features spliced in).
+    pub fn forward(
+        &self,
+        x: Tensor<B, 3>,
+        cache: &mut KvCache<B>,
+        probe: Option<Probe>,
+    ) -> Result<DecoderOutput<B>> {
+        let [_, t, _] = x.dims();
+        if t == 0 {
+            return Err(ModelError::InvalidInput("empty input sequence".into()));
+        }
+        if !cache.is_complete() {
+            return Err(ModelError::InvalidInput(
+                "the KV cache comes from a forward that stopped early and cannot be extended".into(),
+            ));
+        }
+        if let Some(p) = probe {
+            if p.layer >= self.layers.len() {
+                return Err(ModelError::InvalidInput(format!(
+                    "layer {} is out of range: the language model has {} layers (0..={})",
+                    p.layer,
+                    self.layers.len(),
+                    self.layers.len() - 1
+                )));
+            }
+        }
+        let start = cache.len;
+        let device = x.device();
+        let (cos, sin) = self.rotary(start, t, &device, x.dtype());
+        let mut x = x;
+        let mut probe_out = None;
+        for (i, layer) in self.layers.iter().enumerate() {
+            let want = probe.filter(|p| p.layer == i).is_some();
+            let (y, row) = self.layer(i, layer, x, cache, &cos, &sin, want);
+            x = y;
+            if want {
+                probe_out = row;
+                if probe.is_some_and(|p| p.stop_after) {
+                    // Later layers are not run: mark the cache as partial.
+                    cache.len = start + t;
+                    return Ok(DecoderOutput {
+                        hidden: None,
+                        probe: probe_out,
+                    });
+                }
+            }
+        }
+        cache.len = start + t;
+        let [_, t, d] = x.dims();
+        let hidden = self.norm.forward(x).reshape([t, d]);
+        Ok(DecoderOutput {
+            hidden: Some(hidden),
+            probe: probe_out,
+        })
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn layer(
+        &self,
+        index: usize,
+        layer: &DecoderLayer<B>,
+        x: Tensor<B, 3>,
+        cache: &mut KvCache<B>,
+        cos: &Tensor<B, 4>,
+        sin: &Tensor<B, 4>,
+        want_probe: bool,
+    ) -> (Tensor<B, 3>, Option<Tensor<B, 2>>) {
+        let [b, t, _] = x.dims();
+        let h = self.cfg.num_attention_heads;
+        let kvh = self.cfg.kv_heads();
+        let hd = self.cfg.head_dim();
+        let y = layer.input_norm.forward(x.clone());
+        let q = layer.q.forward(y.clone()).reshape([b, t, h, hd]).swap_dims(1, 2);
+        let k = layer.k.forward(y.clone()).reshape([b, t, kvh, hd]).swap_dims(1, 2);
+        let v = layer.v.forward(y).reshape([b, t, kvh, hd]).swap_dims(1, 2);
+        let q = rope(q, cos, sin);
+        let k = rope(k, cos, sin);
+        let (k, v) = match cache.layers[index].take() {
+            Some((pk, pv)) => (Tensor::cat(vec![pk, k], 2), Tensor::cat(vec![pv, v], 2)),
+            None => (k, v),
+        };
+        cache.layers[index] = Some((k.clone(), v.clone()));
+        let s = k.dims()[2];
+        let k = repeat_kv(k, h / kvh);
+        let v = repeat_kv(v, h / kvh);
+        let causal = AttentionModuleOptions {
+            is_causal: true,
+            ..Default::default()
+        };
+        let (ctx, row) = if want_probe {
+            // Rows 0..t-1 see keys 0..s-1 (causal, bottom-right aligned); the last row is
+            // computed explicitly so its probabilities can be handed out.
+            let q_last = q.clone().narrow(2, t - 1, 1);
+            let scale = (hd as f64).powf(-0.5);
+            let scores = q_last.matmul(k.clone().swap_dims(2, 3)) * scale; // [b, h, 1, s]
+            let probs = softmax_f32(scores); // f32
+            let last = probs.clone().cast(v.dtype()).matmul(v.clone()); // [b, h, 1, hd]
+            let ctx = if t > 1 {
+                let rest = attention(
+                    q.narrow(2, 0, t - 1),
+                    k.narrow(2, 0, s - 1),
+                    v.narrow(2, 0, s - 1),
+                    None,
+                    None,
+                    causal,
+                );
+                Tensor::cat(vec![rest, last], 2)
+            } else {
+                last
+            };
+            (ctx, Some(probs.reshape([h, s])))
+        } else {
+            (attention(q, k, v, None, None, causal), None)
+        };
+        let ctx = ctx.swap_dims(1, 2).reshape([b, t, h * hd]);
+        let x = x + layer.o.forward(ctx);
+        let y = layer.post_norm.forward(x.clone());
+        let y = layer
+            .down
+            .forward(activate(self.act, layer.gate.forward(y.clone())) * layer.up.forward(y));
+        (x + y, row)
+    }
+}
+
+/// `x * cos + rotate_half(x) * sin`, with `rotate_half(x) = cat(-x2, x1)`.
+fn rope<B: Backend>(x: Tensor<B, 4>, cos: &Tensor<B, 4>, sin: &Tensor<B, 4>) -> Tensor<B, 4> {
+    let hd = x.dims()[3];
+    let x1 = x.clone().narrow(3, 0, hd / 2);
+    let x2 = x.clone().narrow(3, hd / 2, hd / 2);
+    let rotated = Tensor::cat(vec![x2.neg(), x1], 3);
+    x * cos.clone() + rotated * sin.clone()
+}
+
+/// `[b, kv, s, hd]` -> `[b, kv * n, s, hd]`, each key/value head repeated `n` times in place.
+fn repeat_kv<B: Backend>(x: Tensor<B, 4>, n: usize) -> Tensor<B, 4> {
+    if n == 1 {
+        return x;
+    }
+    let [b, kv, s, hd] = x.dims();
+    x.unsqueeze_dim::<5>(2)
+        .expand([b, kv, n, s, hd])
+        .reshape([b, kv * n, s, hd])
+}

@@ -1,0 +1,137 @@
+//! Small building blocks shared by the vision tower and the language model.
+//!
+//! Modules are plain structs of tensors, built from checkpoint weights (never randomly
+//! initialised first: a 7B model is loaded once, straight into its final tensors).
+
+use burn::tensor::{activation, backend::Backend, DType, Tensor};
+
+use crate::config::Activation;
+use crate::error::Result;
+use crate::weights::Checkpoint;
+
+/// Where and in which dtype weights are materialised.
+#[derive(Debug, Clone)]
+pub struct LoadCtx<'a, B: Backend> {
+    /// The checkpoint.
+    pub ckpt: &'a Checkpoint,
+    /// The device.
+    pub device: &'a B::Device,
+    /// Compute dtype of the weights.
+    pub dtype: DType,
+}
+
+impl<B: Backend> LoadCtx<'_, B> {
+    /// Loads `name` with the given shape.
+    pub fn tensor<const D: usize>(&self, name: &str, shape: [usize; D]) -> Result<Tensor<B, D>> {
+        self.ckpt.load(name, shape, self.device, self.dtype)
+    }
+}
+
+/// `y = x W^T + b`.
+#[derive(Debug, Clone)]
+pub struct Linear<B: Backend> {
+    /// `[in, out]`: stored transposed once at load time, so the forward is a plain matmul.
+    pub weight_t: Tensor<B, 2>,
+    /// `[out]`.
+    pub bias: Option<Tensor<B, 1>>,
+}
+
+impl<B: Backend> Linear<B> {
+    /// Loads `{prefix}.weight` (`[out, in]`) and, if `bias`, `{prefix}.bias`.
+    pub fn load(ctx: &LoadCtx<B>, prefix: &str, d_in: usize, d_out: usize, bias: bool) -> Result<Self> {
+        let weight: Tensor<B, 2> = ctx.tensor(&format!("{prefix}.weight"), [d_out, d_in])?;
+        let bias = if bias {
+            Some(ctx.tensor(&format!("{prefix}.bias"), [d_out])?)
+        } else {
+            None
+        };
+        Ok(Self {
+            weight_t: weight.transpose(),
+            bias,
+        })
+    }
+
+    /// `x: [.., T, in] -> [.., T, out]`.
+    pub fn forward<const D: usize>(&self, x: Tensor<B, D>) -> Tensor<B, D> {
+        let y = x.matmul(self.weight_t.clone().unsqueeze());
+        match &self.bias {
+            Some(b) => y + b.clone().unsqueeze(),
+            None => y,
+        }
+    }
+}
+
+/// LayerNorm over the last axis (biased variance, as torch).
+#[derive(Debug, Clone)]
+pub struct LayerNorm<B: Backend> {
+    /// `[d]`.
+    pub weight: Tensor<B, 1>,
+    /// `[d]`.
+    pub bias: Tensor<B, 1>,
+    /// Epsilon.
+    pub eps: f64,
+}
+
+impl<B: Backend> LayerNorm<B> {
+    /// Loads `{prefix}.weight` and `{prefix}.bias`.
+    pub fn load(ctx: &LoadCtx<B>, prefix: &str, d: usize, eps: f64) -> Result<Self> {
+        Ok(Self {
+            weight: ctx.tensor(&format!("{prefix}.weight"), [d])?,
+            bias: ctx.tensor(&format!("{prefix}.bias"), [d])?,
+            eps,
+        })
+    }
+
+    /// `x: [.., d] -> [.., d]`.
+    pub fn forward<const D: usize>(&self, x: Tensor<B, D>) -> Tensor<B, D> {
+        let mean = x.clone().mean_dim(D - 1);
+        let centred = x - mean;
+        let var = centred.clone().powi_scalar(2).mean_dim(D - 1);
+        let normed = centred / (var + self.eps).sqrt();
+        normed * self.weight.clone().unsqueeze() + self.bias.clone().unsqueeze()
+    }
+}
+
+/// LLaMA's RMSNorm: `w * x / sqrt(mean(x^2) + eps)`, computed in f32.
+#[derive(Debug, Clone)]
+pub struct RmsNorm<B: Backend> {
+    /// `[d]`.
+    pub weight: Tensor<B, 1>,
+    /// Epsilon.
+    pub eps: f64,
+}
+
+impl<B: Backend> RmsNorm<B> {
+    /// Loads `{prefix}.weight`.
+    pub fn load(ctx: &LoadCtx<B>, prefix: &str, d: usize, eps: f64) -> Result<Self> {
+        Ok(Self {
+            weight: ctx.tensor(&format!("{prefix}.weight"), [d])?,
+            eps,
+        })
+    }
+
+    /// `x: [.., d] -> [.., d]`.
+    pub fn forward<const D: usize>(&self, x: Tensor<B, D>) -> Tensor<B, D> {
+        let dtype = x.dtype();
+        let x32 = x.cast(DType::F32);
+        let var = x32.clone().powi_scalar(2).mean_dim(D - 1);
+        let normed = (x32 * (var + self.eps).sqrt().recip()).cast(dtype);
+        normed * self.weight.clone().unsqueeze()
+    }
+}
+
+/// Applies an activation element-wise.
+pub fn activate<B: Backend, const D: usize>(act: Activation, x: Tensor<B, D>) -> Tensor<B, D> {
+    match act {
+        Activation::Gelu => activation::gelu(x),
+        Activation::GeluTanh => activation::gelu_approximate(x),
+        Activation::QuickGelu => x.clone() * activation::sigmoid(x * 1.702),
+        Activation::Silu => activation::silu(x),
+        Activation::Relu => activation::relu(x),
+    }
+}
+
+/// Softmax over the last axis in f32, returned in f32 (attention probabilities for maps).
+pub fn softmax_f32<B: Backend, const D: usize>(scores: Tensor<B, D>) -> Tensor<B, D> {
+    activation::softmax(scores.cast(DType::F32), D - 1)
+}

@@ -1,0 +1,81 @@
+//! Shared helpers for the model tests: fixture paths and golden files.
+
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+/// `tests/fixtures/<rel>` at the workspace root.
+pub fn fixture(rel: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../tests/fixtures")
+        .join(rel)
+}
+
+/// Copies a fixture folder into a fresh temporary folder (for tests that damage it).
+pub fn copy_fixture(rel: &str) -> tempfile::TempDir {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let src = fixture(rel);
+    for entry in std::fs::read_dir(&src).expect("fixture folder") {
+        let entry = entry.expect("entry");
+        if entry.path().is_file() {
+            std::fs::copy(entry.path(), tmp.path().join(entry.file_name())).expect("copy");
+        }
+    }
+    tmp
+}
+
+/// A golden tensor: shape and values widened to f64 (ints kept exact).
+#[derive(Debug, Clone)]
+pub struct Golden {
+    pub shape: Vec<usize>,
+    pub f32: Vec<f32>,
+    pub i64: Vec<i64>,
+    pub u8: Vec<u8>,
+}
+
+/// Reads every tensor of a golden safetensors file.
+pub fn read_goldens(path: &Path) -> HashMap<String, Golden> {
+    let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let st = safetensors::SafeTensors::deserialize(&bytes).expect("golden safetensors");
+    let mut out = HashMap::new();
+    for (name, view) in st.tensors() {
+        let data = view.data();
+        let mut g = Golden {
+            shape: view.shape().to_vec(),
+            f32: vec![],
+            i64: vec![],
+            u8: vec![],
+        };
+        match view.dtype() {
+            safetensors::Dtype::F32 => {
+                g.f32 = data
+                    .chunks_exact(4)
+                    .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                    .collect()
+            }
+            safetensors::Dtype::I64 => {
+                g.i64 = data
+                    .chunks_exact(8)
+                    .map(|c| i64::from_le_bytes(c.try_into().expect("8 bytes")))
+                    .collect()
+            }
+            safetensors::Dtype::U8 => g.u8 = data.to_vec(),
+            other => panic!("golden {name}: unexpected dtype {other:?}"),
+        }
+        out.insert(name, g);
+    }
+    out
+}
+
+/// Largest absolute difference and the largest reference magnitude.
+pub fn max_abs_diff(ours: &[f32], reference: &[f32]) -> (f32, f32) {
+    assert_eq!(ours.len(), reference.len(), "length mismatch");
+    let mut diff = 0f32;
+    let mut mag = 0f32;
+    for (a, b) in ours.iter().zip(reference) {
+        diff = diff.max((a - b).abs());
+        mag = mag.max(b.abs());
+    }
+    (diff, mag)
+}
