@@ -6,7 +6,7 @@
 //! ```
 
 use criterion::{criterion_group, criterion_main, Criterion};
-use vicrop::core::pil::{load_image, LoadLimits};
+use vicrop::core::{load_image, LoadLimits};
 use vicrop::models::{backend::Cpu, LlavaModel, LoadOptions};
 
 fn fixture(path: &str) -> std::path::PathBuf {

@@ -9,7 +9,7 @@
 //! folder for real answers.
 
 use anyhow::{Context, Result};
-use vicrop::core::pil::{load_image, LoadLimits};
+use vicrop::core::{load_image, LoadLimits};
 use vicrop::models::{backend::Cpu, hub::resolve_model_dir, LlavaModel, LoadOptions};
 
 fn main() -> Result<()> {

@@ -11,7 +11,7 @@
 //!
 //! ```no_run
 //! use vicrop::models::{backend::Cpu, LlavaModel, LoadOptions};
-//! use vicrop::core::pil::{load_image, LoadLimits};
+//! use vicrop::core::{load_image, LoadLimits};
 //!
 //! # fn main() -> anyhow::Result<()> {
 //! let model = LlavaModel::<Cpu>::load(

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use burn::tensor::{backend::Backend, DType};
-use vicrop_core::pil::{load_image, LoadLimits};
+use vicrop_core::{load_image, LoadLimits};
 use vicrop_models::{hub::resolve_model_dir, Answer, LlavaModel, LoadOptions};
 
 /// Inputs of `vicrop answer`.

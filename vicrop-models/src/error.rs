@@ -94,8 +94,8 @@ pub enum ModelError {
         message: String,
     },
     /// An image could not be loaded.
-    #[error("{0}")]
-    Image(String),
+    #[error(transparent)]
+    Image(#[from] vicrop_core::ImageLoadError),
     /// Input given to the model is unusable (empty question, token/feature count mismatch, ...).
     #[error("invalid input: {0}")]
     InvalidInput(String),

@@ -9,8 +9,7 @@ use std::path::Path;
 
 use burn::tensor::{backend::Backend, DType, Tensor, TensorData};
 use image::RgbImage;
-use shim::{resize_rgb8, Filter};
-mod shim { #[derive(Debug,Clone,Copy)] pub enum Filter { Bicubic, Bilinear } pub fn resize_rgb8(i: &image::RgbImage, _w: u32, _h: u32, _f: Filter) -> image::RgbImage { i.clone() } }
+use vicrop_core::resample::{resize_rgb8, Filter};
 
 use crate::config::{PreprocessorConfig, SizeSpec};
 use crate::error::{ModelError, Result};
