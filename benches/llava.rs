@@ -20,8 +20,11 @@ fn benches(c: &mut Criterion) {
         LoadOptions::default(),
     )
     .expect("bundled checkpoint loads");
-    let image = load_image(&fixture("tests/fixtures/images/chelsea.png"), &LoadLimits::default())
-        .expect("bundled image loads");
+    let image = load_image(
+        &fixture("tests/fixtures/images/chelsea.png"),
+        &LoadLimits::default(),
+    )
+    .expect("bundled image loads");
     let ids = model
         .prompt_ids("What is the number on the bus?", 1)
         .expect("prompt tokenizes");
@@ -39,17 +42,21 @@ fn benches(c: &mut Criterion) {
     c.bench_function(&format!("tiny/prefill_{}_tokens", ids.len()), |b| {
         b.iter(|| {
             let mut cache = llm.new_cache();
-            llm.forward(embeds.clone(), &mut cache, None).expect("forward")
+            llm.forward(embeds.clone(), &mut cache, None)
+                .expect("forward")
         })
     });
 
     let mut warm = llm.new_cache();
-    llm.forward(embeds.clone(), &mut warm, None).expect("forward");
+    llm.forward(embeds.clone(), &mut warm, None)
+        .expect("forward");
     let next = llm.embed_ids(&[1724]).expect("embed").unsqueeze();
     c.bench_function("tiny/decode_step", |b| {
         b.iter(|| {
             let mut cache = warm.clone();
-            let out = llm.forward(next.clone(), &mut cache, None).expect("forward");
+            let out = llm
+                .forward(next.clone(), &mut cache, None)
+                .expect("forward");
             let hidden = out.hidden.expect("hidden");
             llm.logits(hidden)
         })

@@ -103,7 +103,12 @@ pub fn load_image(path: &Path, limits: &LoadLimits) -> Result<RgbImage, ImageLoa
 
 /// Decodes an in-memory image (errors name it `<memory>`).
 pub fn decode_image_bytes(bytes: &[u8], limits: &LoadLimits) -> Result<RgbImage, ImageLoadError> {
-    decode_named(Cursor::new(bytes), bytes.len(), Path::new("<memory>"), limits)
+    decode_named(
+        Cursor::new(bytes),
+        bytes.len(),
+        Path::new("<memory>"),
+        limits,
+    )
 }
 
 fn decode_named<R: BufRead + Seek>(
@@ -127,7 +132,9 @@ fn decode_named<R: BufRead + Seek>(
         .with_guessed_format()
         .map_err(|e| format_err(e.to_string()))?;
     if reader.format().is_none() {
-        return Err(format_err("the file content is not a known image format".into()));
+        return Err(format_err(
+            "the file content is not a known image format".into(),
+        ));
     }
     let mut lim = image::Limits::default();
     lim.max_image_width = Some(limits.max_side);
@@ -139,7 +146,8 @@ fn decode_named<R: BufRead + Seek>(
     if w == 0 || h == 0 {
         return Err(ImageLoadError::ZeroSized(path.to_path_buf()));
     }
-    if w > limits.max_side || h > limits.max_side || u64::from(w) * u64::from(h) > limits.max_pixels {
+    if w > limits.max_side || h > limits.max_side || u64::from(w) * u64::from(h) > limits.max_pixels
+    {
         return Err(ImageLoadError::TooLarge {
             path: path.to_path_buf(),
             width: w,
@@ -148,7 +156,9 @@ fn decode_named<R: BufRead + Seek>(
             max_pixels: limits.max_pixels,
         });
     }
-    let orientation = decoder.orientation().unwrap_or(image::metadata::Orientation::NoTransforms);
+    let orientation = decoder
+        .orientation()
+        .unwrap_or(image::metadata::Orientation::NoTransforms);
     let mut img = DynamicImage::from_decoder(decoder).map_err(decode_err)?;
     img.apply_orientation(orientation);
     Ok(to_rgb8(img))

@@ -19,7 +19,16 @@ fn vicrop(args: &[&str]) -> Output {
 }
 
 fn answer_args<'a>(model: &'a str, image: &'a str, question: &'a str) -> Vec<&'a str> {
-    vec!["answer", "--model", model, "--image", image, "--question", question, "--json"]
+    vec![
+        "answer",
+        "--model",
+        model,
+        "--image",
+        image,
+        "--question",
+        question,
+        "--json",
+    ]
 }
 
 /// The golden greedy continuation of a case, from the fixture generator's JSON.
@@ -66,7 +75,11 @@ fn json_contract_on_both_tiny_checkpoints() {
             .collect();
         // max-new-tokens defaults to 20; the golden has 12 tokens, so compare that prefix.
         let golden = golden_ids(config, "q_chelsea");
-        assert_eq!(&ids[..golden.len().min(ids.len())], &golden[..golden.len().min(ids.len())], "{config}");
+        assert_eq!(
+            &ids[..golden.len().min(ids.len())],
+            &golden[..golden.len().min(ids.len())],
+            "{config}"
+        );
         assert!(obj["answer"].is_string());
     }
 }
@@ -87,7 +100,11 @@ fn max_new_tokens_and_plain_output() {
         "3",
         "--json",
     ]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let json: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
     assert!(json["answer_token_ids"].as_array().expect("array").len() <= 3);
 }
@@ -109,14 +126,26 @@ fn hub_id_from_the_local_cache() {
         .env("HF_HOME", home.path())
         .env_remove("HF_HUB_CACHE")
         .env_remove("HUGGINGFACE_HUB_CACHE")
-        .args(answer_args("tiny-org/llava-tiny-b", image.to_str().expect("utf8"), "What?"))
+        .args(answer_args(
+            "tiny-org/llava-tiny-b",
+            image.to_str().expect("utf8"),
+            "What?",
+        ))
         .output()
         .expect("run");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 
     let out = Command::new(env!("CARGO_BIN_EXE_vicrop"))
         .env("HF_HOME", home.path())
-        .args(answer_args("tiny-org/not-there", image.to_str().expect("utf8"), "What?"))
+        .args(answer_args(
+            "tiny-org/not-there",
+            image.to_str().expect("utf8"),
+            "What?",
+        ))
         .output()
         .expect("run");
     assert_clean_failure(&out, "local Hugging Face cache");
@@ -125,14 +154,22 @@ fn hub_id_from_the_local_cache() {
 #[test]
 fn missing_model_folder() {
     let image = fixture("images/small.png");
-    let out = vicrop(&answer_args("/no/such/model", image.to_str().expect("utf8"), "What?"));
+    let out = vicrop(&answer_args(
+        "/no/such/model",
+        image.to_str().expect("utf8"),
+        "What?",
+    ));
     assert_clean_failure(&out, "/no/such/model");
 }
 
 #[test]
 fn missing_image() {
     let model = fixture("llava-tiny-b");
-    let out = vicrop(&answer_args(model.to_str().expect("utf8"), "/no/such/image.png", "What?"));
+    let out = vicrop(&answer_args(
+        model.to_str().expect("utf8"),
+        "/no/such/image.png",
+        "What?",
+    ));
     assert_clean_failure(&out, "/no/such/image.png");
 }
 
@@ -145,8 +182,15 @@ fn zero_sized_and_garbage_images() {
     std::fs::write(&garbage, b"this is not an image at all").expect("write");
     let model = fixture("llava-tiny-b");
     for img in [&empty, &garbage] {
-        let out = vicrop(&answer_args(model.to_str().expect("utf8"), img.to_str().expect("utf8"), "What?"));
-        assert_clean_failure(&out, img.file_name().and_then(|n| n.to_str()).expect("name"));
+        let out = vicrop(&answer_args(
+            model.to_str().expect("utf8"),
+            img.to_str().expect("utf8"),
+            "What?",
+        ));
+        assert_clean_failure(
+            &out,
+            img.file_name().and_then(|n| n.to_str()).expect("name"),
+        );
     }
 }
 
@@ -154,7 +198,11 @@ fn zero_sized_and_garbage_images() {
 fn empty_question() {
     let model = fixture("llava-tiny-b");
     let image = fixture("images/small.png");
-    let out = vicrop(&answer_args(model.to_str().expect("utf8"), image.to_str().expect("utf8"), "  "));
+    let out = vicrop(&answer_args(
+        model.to_str().expect("utf8"),
+        image.to_str().expect("utf8"),
+        "  ",
+    ));
     assert_clean_failure(&out, "question");
 }
 
@@ -167,7 +215,11 @@ fn malformed_config() {
     }
     std::fs::write(dir.path().join("config.json"), "{ nope").expect("write");
     let image = fixture("images/small.png");
-    let out = vicrop(&answer_args(dir.path().to_str().expect("utf8"), image.to_str().expect("utf8"), "What?"));
+    let out = vicrop(&answer_args(
+        dir.path().to_str().expect("utf8"),
+        image.to_str().expect("utf8"),
+        "What?",
+    ));
     assert_clean_failure(&out, "config.json");
 }
 
@@ -176,7 +228,11 @@ fn malformed_config() {
 fn cuda_without_cuda_support() {
     let model = fixture("llava-tiny-b");
     let image = fixture("images/small.png");
-    let mut args = answer_args(model.to_str().expect("utf8"), image.to_str().expect("utf8"), "What?");
+    let mut args = answer_args(
+        model.to_str().expect("utf8"),
+        image.to_str().expect("utf8"),
+        "What?",
+    );
     args.extend(["--device", "cuda"]);
     let out = vicrop(&args);
     assert_clean_failure(&out, "without CUDA");
@@ -186,7 +242,11 @@ fn cuda_without_cuda_support() {
 fn dtype_not_available_on_cpu() {
     let model = fixture("llava-tiny-b");
     let image = fixture("images/small.png");
-    let mut args = answer_args(model.to_str().expect("utf8"), image.to_str().expect("utf8"), "What?");
+    let mut args = answer_args(
+        model.to_str().expect("utf8"),
+        image.to_str().expect("utf8"),
+        "What?",
+    );
     args.extend(["--dtype", "bf16"]);
     let out = vicrop(&args);
     assert_clean_failure(&out, "f32");

@@ -52,8 +52,10 @@ impl<B: Backend> ClipVision<B> {
         let p = cfg.patch_size;
         let c = cfg.num_channels;
         let g = cfg.grid();
-        let patch: Tensor<B, 4> =
-            ctx.tensor(&format!("{prefix}.embeddings.patch_embedding.weight"), [d, c, p, p])?;
+        let patch: Tensor<B, 4> = ctx.tensor(
+            &format!("{prefix}.embeddings.patch_embedding.weight"),
+            [d, c, p, p],
+        )?;
         let patch_t = patch.reshape([d, c * p * p]).transpose();
         let class_embedding = ctx.tensor(&format!("{prefix}.embeddings.class_embedding"), [d])?;
         let position_embedding = ctx.tensor(
@@ -119,7 +121,8 @@ impl<B: Backend> ClipVision<B> {
             .clone()
             .reshape([1, 1, d])
             .expand([n, 1, d]);
-        let x = Tensor::cat(vec![class, patch_emb], 1) + self.position_embedding.clone().unsqueeze();
+        let x =
+            Tensor::cat(vec![class, patch_emb], 1) + self.position_embedding.clone().unsqueeze();
         self.pre_ln.forward(x)
     }
 

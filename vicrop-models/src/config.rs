@@ -438,7 +438,10 @@ impl LlavaSpec {
         let positive = [
             ("vision_config.hidden_size", vision.hidden_size),
             ("vision_config.intermediate_size", vision.intermediate_size),
-            ("vision_config.num_attention_heads", vision.num_attention_heads),
+            (
+                "vision_config.num_attention_heads",
+                vision.num_attention_heads,
+            ),
             ("vision_config.image_size", vision.image_size),
             ("vision_config.patch_size", vision.patch_size),
             ("vision_config.num_channels", vision.num_channels),
@@ -589,11 +592,16 @@ fn d_resample() -> u32 {
 fn d_rescale() -> f64 {
     1.0 / 255.0
 }
+/// OpenAI CLIP's per-channel mean (the `CLIPImageProcessor` default).
+pub const CLIP_MEAN: [f64; 3] = [0.48145466, 0.4578275, 0.40821073];
+/// OpenAI CLIP's per-channel standard deviation (the `CLIPImageProcessor` default).
+pub const CLIP_STD: [f64; 3] = [0.26862954, 0.26130258, 0.27577711];
+
 fn d_mean() -> Vec<f64> {
-    vec![0.48145466, 0.4578275, 0.40821073]
+    CLIP_MEAN.to_vec()
 }
 fn d_std() -> Vec<f64> {
-    vec![0.26862954, 0.26130258, 0.27577711]
+    CLIP_STD.to_vec()
 }
 
 /// `preprocessor_config.json` (`CLIPImageProcessor`).

@@ -116,8 +116,10 @@ impl<B: Backend> Llama<B> {
         let hd = cfg.head_dim();
         let inter = cfg.intermediate_size;
         let act = Activation::parse(&cfg.hidden_act).unwrap_or(Activation::Silu);
-        let embed: Tensor<B, 2> =
-            ctx.tensor(&format!("{prefix}.model.embed_tokens.weight"), [cfg.vocab_size, d])?;
+        let embed: Tensor<B, 2> = ctx.tensor(
+            &format!("{prefix}.model.embed_tokens.weight"),
+            [cfg.vocab_size, d],
+        )?;
         let mut layers = Vec::with_capacity(cfg.num_hidden_layers);
         for i in 0..cfg.num_hidden_layers {
             let lp = format!("{prefix}.model.layers.{i}");
@@ -145,7 +147,8 @@ impl<B: Backend> Llama<B> {
             ctx.ckpt.skip(&head_name);
             embed.clone().transpose()
         } else {
-            ctx.tensor::<2>(&head_name, [cfg.vocab_size, d])?.transpose()
+            ctx.tensor::<2>(&head_name, [cfg.vocab_size, d])?
+                .transpose()
         };
         let inv_freq = (0..hd / 2)
             .map(|i| {
@@ -188,7 +191,10 @@ impl<B: Backend> Llama<B> {
             )));
         }
         let device = self.embed.device();
-        let data = TensorData::new(ids.iter().map(|&i| i as i64).collect::<Vec<_>>(), [ids.len()]);
+        let data = TensorData::new(
+            ids.iter().map(|&i| i as i64).collect::<Vec<_>>(),
+            [ids.len()],
+        );
         let idx = Tensor::<B, 1, Int>::from_data(data, &device);
         Ok(self.embed.clone().select(0, idx))
     }
@@ -199,7 +205,13 @@ impl<B: Backend> Llama<B> {
     }
 
     /// Rotary tables for `t` positions from `start`: `(cos, sin)`, each `[1, 1, t, head_dim]`.
-    fn rotary(&self, start: usize, t: usize, device: &B::Device, dtype: DType) -> (Tensor<B, 4>, Tensor<B, 4>) {
+    fn rotary(
+        &self,
+        start: usize,
+        t: usize,
+        device: &B::Device,
+        dtype: DType,
+    ) -> (Tensor<B, 4>, Tensor<B, 4>) {
         let half = self.inv_freq.len();
         let hd = 2 * half;
         let mut cos = Vec::with_capacity(t * hd);
@@ -214,7 +226,10 @@ impl<B: Backend> Llama<B> {
             }
         }
         let make = |v: Vec<f32>| {
-            Tensor::<B, 4>::from_data(TensorData::new(v, [1, 1, t, hd]).convert_dtype(dtype), (device, dtype))
+            Tensor::<B, 4>::from_data(
+                TensorData::new(v, [1, 1, t, hd]).convert_dtype(dtype),
+                (device, dtype),
+            )
         };
         (make(cos), make(sin))
     }
@@ -234,7 +249,8 @@ impl<B: Backend> Llama<B> {
         }
         if !cache.is_complete() {
             return Err(ModelError::InvalidInput(
-                "the KV cache comes from a forward that stopped early and cannot be extended".into(),
+                "the KV cache comes from a forward that stopped early and cannot be extended"
+                    .into(),
             ));
         }
         if let Some(p) = probe {
@@ -293,8 +309,16 @@ impl<B: Backend> Llama<B> {
         let kvh = self.cfg.kv_heads();
         let hd = self.cfg.head_dim();
         let y = layer.input_norm.forward(x.clone());
-        let q = layer.q.forward(y.clone()).reshape([b, t, h, hd]).swap_dims(1, 2);
-        let k = layer.k.forward(y.clone()).reshape([b, t, kvh, hd]).swap_dims(1, 2);
+        let q = layer
+            .q
+            .forward(y.clone())
+            .reshape([b, t, h, hd])
+            .swap_dims(1, 2);
+        let k = layer
+            .k
+            .forward(y.clone())
+            .reshape([b, t, kvh, hd])
+            .swap_dims(1, 2);
         let v = layer.v.forward(y).reshape([b, t, kvh, hd]).swap_dims(1, 2);
         let q = rope(q, cos, sin);
         let k = rope(k, cos, sin);

@@ -46,7 +46,12 @@ pub struct Llava<B: Backend> {
 
 impl<B: Backend> Llava<B> {
     /// Builds the network from checkpoint weights.
-    pub fn load(ckpt: &Checkpoint, spec: &LlavaSpec, device: &B::Device, dtype: DType) -> Result<Self> {
+    pub fn load(
+        ckpt: &Checkpoint,
+        spec: &LlavaSpec,
+        device: &B::Device,
+        dtype: DType,
+    ) -> Result<Self> {
         let ctx = LoadCtx::<B> {
             ckpt,
             device,
@@ -128,13 +133,15 @@ impl<B: Backend> Llava<B> {
                 let [n, t, _] = f.dims();
                 f.reshape([n * t, d])
             }
-            None => return if n_slots == 0 {
-                Ok(text.unsqueeze())
-            } else {
-                Err(ModelError::InvalidInput(format!(
-                    "the prompt has {n_slots} image tokens but no image was given"
-                )))
-            },
+            None => {
+                return if n_slots == 0 {
+                    Ok(text.unsqueeze())
+                } else {
+                    Err(ModelError::InvalidInput(format!(
+                        "the prompt has {n_slots} image tokens but no image was given"
+                    )))
+                }
+            }
         };
         let n_feats = feats.dims()[0];
         if n_feats != n_slots {
@@ -233,7 +240,9 @@ impl<B: Backend> LlavaModel<B> {
             ClipImageProcessor::llava_default(spec.vision.image_size as u32)
         };
         let (ow, oh) = processor.output_size(1, 1);
-        if processor.crop.is_none() || (ow as usize, oh as usize) != (spec.vision.image_size, spec.vision.image_size) {
+        if processor.crop.is_none()
+            || (ow as usize, oh as usize) != (spec.vision.image_size, spec.vision.image_size)
+        {
             return Err(ModelError::Config {
                 path: pre_path,
                 message: format!(
@@ -370,7 +379,12 @@ impl<B: Backend> LlavaModel<B> {
     }
 
     /// Answers `question` about `images` (the LLaVA-1.5 short-answer prompt, greedy).
-    pub fn answer(&self, images: &[&RgbImage], question: &str, max_new_tokens: usize) -> Result<Answer> {
+    pub fn answer(
+        &self,
+        images: &[&RgbImage],
+        question: &str,
+        max_new_tokens: usize,
+    ) -> Result<Answer> {
         let ids = self.prompt_ids(question, images.len())?;
         let embeds = self.embed(&ids, images)?;
         let mut cache = self.net.llm.new_cache();
@@ -383,7 +397,12 @@ impl<B: Backend> LlavaModel<B> {
 
     /// Runs the prompt once and returns the probed attention row (`[heads, len]`, f32) of
     /// the last prompt token at `layer`, stopping after that layer.
-    pub fn attention_row(&self, embeds: Tensor<B, 3>, cache: &mut KvCache<B>, layer: usize) -> Result<Tensor<B, 2>> {
+    pub fn attention_row(
+        &self,
+        embeds: Tensor<B, 3>,
+        cache: &mut KvCache<B>,
+        layer: usize,
+    ) -> Result<Tensor<B, 2>> {
         let out = self.net.llm.forward(
             embeds,
             cache,

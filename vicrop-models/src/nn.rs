@@ -38,7 +38,13 @@ pub struct Linear<B: Backend> {
 
 impl<B: Backend> Linear<B> {
     /// Loads `{prefix}.weight` (`[out, in]`) and, if `bias`, `{prefix}.bias`.
-    pub fn load(ctx: &LoadCtx<B>, prefix: &str, d_in: usize, d_out: usize, bias: bool) -> Result<Self> {
+    pub fn load(
+        ctx: &LoadCtx<B>,
+        prefix: &str,
+        d_in: usize,
+        d_out: usize,
+        bias: bool,
+    ) -> Result<Self> {
         let weight: Tensor<B, 2> = ctx.tensor(&format!("{prefix}.weight"), [d_out, d_in])?;
         let bias = if bias {
             Some(ctx.tensor(&format!("{prefix}.bias"), [d_out])?)

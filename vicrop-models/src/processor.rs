@@ -11,7 +11,7 @@ use burn::tensor::{backend::Backend, DType, Tensor, TensorData};
 use image::RgbImage;
 use vicrop_core::resample::{resize_rgb8, Filter};
 
-use crate::config::{PreprocessorConfig, SizeSpec};
+use crate::config::{PreprocessorConfig, SizeSpec, CLIP_MEAN, CLIP_STD};
 use crate::error::{ModelError, Result};
 
 /// How the resize target is given.
@@ -51,10 +51,7 @@ impl ClipImageProcessor {
             filter: Filter::Bicubic,
             crop: Some((side, side)),
             rescale: Some(1.0 / 255.0),
-            normalize: Some((
-                [0.48145466, 0.4578275, 0.40821073],
-                [0.26862954, 0.26130258, 0.27577711],
-            )),
+            normalize: Some((CLIP_MEAN.map(|v| v as f32), CLIP_STD.map(|v| v as f32))),
         }
     }
 
@@ -123,7 +120,7 @@ impl ClipImageProcessor {
             };
             let mean = three(&cfg.image_mean, "image_mean")?;
             let std = three(&cfg.image_std, "image_std")?;
-            if std.iter().any(|s| *s == 0.0) {
+            if std.contains(&0.0) {
                 return Err(bad("image_std must not contain 0".into()));
             }
             Some((mean, std))
@@ -206,7 +203,9 @@ impl ClipImageProcessor {
         let mut dims = None;
         for img in images {
             if img.width() == 0 || img.height() == 0 {
-                return Err(ModelError::InvalidInput("an image has zero width or height".into()));
+                return Err(ModelError::InvalidInput(
+                    "an image has zero width or height".into(),
+                ));
             }
             let (values, d) = self.preprocess(img);
             if dims.is_some_and(|prev| prev != d) {
@@ -219,7 +218,10 @@ impl ClipImageProcessor {
         }
         let (w, h) = dims.ok_or_else(|| ModelError::InvalidInput("no image given".into()))?;
         let data = TensorData::new(all, [images.len(), 3, h as usize, w as usize]);
-        Ok(Tensor::from_data(data.convert_dtype(dtype), (device, dtype)))
+        Ok(Tensor::from_data(
+            data.convert_dtype(dtype),
+            (device, dtype),
+        ))
     }
 }
 

@@ -148,10 +148,7 @@ impl Checkpoint {
             let idx = shards.len();
             shards.push(shard);
             for (tensor_name, info) in tensors {
-                entries.insert(
-                    canonical_name(&tensor_name),
-                    Entry { shard: idx, info },
-                );
+                entries.insert(canonical_name(&tensor_name), Entry { shard: idx, info });
             }
         }
         Ok(Self {
@@ -198,7 +195,10 @@ impl Checkpoint {
         dtype: DType,
     ) -> Result<Tensor<B, D>> {
         let data = self.load_data(name, &shape)?;
-        Ok(Tensor::from_data(data.convert_dtype(dtype), (device, dtype)))
+        Ok(Tensor::from_data(
+            data.convert_dtype(dtype),
+            (device, dtype),
+        ))
     }
 
     /// Loads a tensor as host data (its stored dtype), checking the shape.
@@ -238,7 +238,11 @@ impl Checkpoint {
                 message: format!("tensor `{name}` lies outside the file"),
             })?;
         self.used.borrow_mut().insert(name.to_string());
-        Ok(TensorData::from_bytes_vec(bytes.to_vec(), shape.to_vec(), dtype))
+        Ok(TensorData::from_bytes_vec(
+            bytes.to_vec(),
+            shape.to_vec(),
+            dtype,
+        ))
     }
 
     /// Fails if the checkpoint holds tensors that were neither loaded nor declared known.

@@ -22,7 +22,10 @@ fn edit_config(dir: &Path, edit: impl FnOnce(&mut serde_json::Value)) {
 }
 
 /// Rewrites `model.safetensors` with `edit` applied to its (name -> (dtype, shape, bytes)) map.
-fn edit_weights(dir: &Path, edit: impl FnOnce(&mut HashMap<String, (safetensors::Dtype, Vec<usize>, Vec<u8>)>)) {
+fn edit_weights(
+    dir: &Path,
+    edit: impl FnOnce(&mut HashMap<String, (safetensors::Dtype, Vec<usize>, Vec<u8>)>),
+) {
     let path = dir.join("model.safetensors");
     let bytes = std::fs::read(&path).expect("read");
     let st = safetensors::SafeTensors::deserialize(&bytes).expect("safetensors");
@@ -67,7 +70,11 @@ fn missing_config() {
 #[test]
 fn malformed_json() {
     let dir = copy_fixture("llava-tiny-b");
-    std::fs::write(dir.path().join("config.json"), "{\"model_type\": \"llava\",").expect("write");
+    std::fs::write(
+        dir.path().join("config.json"),
+        "{\"model_type\": \"llava\",",
+    )
+    .expect("write");
     let err = load(dir.path()).unwrap_err();
     assert!(matches!(err, ModelError::Json { .. }), "{err}");
     assert!(err.to_string().contains("config.json"), "{err}");
@@ -76,7 +83,9 @@ fn malformed_json() {
 #[test]
 fn field_of_the_wrong_type() {
     let dir = copy_fixture("llava-tiny-b");
-    edit_config(dir.path(), |c| c["text_config"]["hidden_size"] = "wide".into());
+    edit_config(dir.path(), |c| {
+        c["text_config"]["hidden_size"] = "wide".into()
+    });
     let err = load(dir.path()).unwrap_err().to_string();
     assert!(err.contains("text_config.hidden_size"), "{err}");
     assert!(err.contains("config.json"), "{err}");
@@ -91,13 +100,19 @@ fn another_architecture() {
     });
     let err = load(dir.path()).unwrap_err();
     assert!(matches!(err, ModelError::Config { .. }), "{err}");
-    assert!(err.to_string().contains("InstructBlipForConditionalGeneration"), "{err}");
+    assert!(
+        err.to_string()
+            .contains("InstructBlipForConditionalGeneration"),
+        "{err}"
+    );
 }
 
 #[test]
 fn unsupported_text_model() {
     let dir = copy_fixture("llava-tiny-b");
-    edit_config(dir.path(), |c| c["text_config"]["model_type"] = "mistral".into());
+    edit_config(dir.path(), |c| {
+        c["text_config"]["model_type"] = "mistral".into()
+    });
     let err = load(dir.path()).unwrap_err().to_string();
     assert!(err.contains("mistral"), "{err}");
 }
@@ -111,7 +126,10 @@ fn truncated_safetensors() {
     let err = load(dir.path()).unwrap_err();
     assert!(matches!(err, ModelError::Safetensors { .. }), "{err}");
     let msg = err.to_string();
-    assert!(msg.contains("truncated") && msg.contains("model.safetensors"), "{msg}");
+    assert!(
+        msg.contains("truncated") && msg.contains("model.safetensors"),
+        "{msg}"
+    );
 }
 
 #[test]
@@ -138,7 +156,11 @@ fn missing_tensor() {
     });
     let err = load(dir.path()).unwrap_err();
     assert!(matches!(err, ModelError::MissingTensor { .. }), "{err}");
-    assert!(err.to_string().contains("multi_modal_projector.linear_1.bias"), "{err}");
+    assert!(
+        err.to_string()
+            .contains("multi_modal_projector.linear_1.bias"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -159,7 +181,9 @@ fn unexpected_tensor() {
 fn wrong_shape() {
     let dir = copy_fixture("llava-tiny-b");
     edit_config(dir.path(), |c| {
-        let inter = c["vision_config"]["intermediate_size"].as_u64().expect("int");
+        let inter = c["vision_config"]["intermediate_size"]
+            .as_u64()
+            .expect("int");
         c["vision_config"]["intermediate_size"] = (inter + 1).into();
     });
     let err = load(dir.path()).unwrap_err();
@@ -171,7 +195,9 @@ fn wrong_shape() {
 fn unsupported_dtype() {
     let dir = copy_fixture("llava-tiny-b");
     edit_weights(dir.path(), |m| {
-        let e = m.get_mut("multi_modal_projector.linear_2.bias").expect("tensor");
+        let e = m
+            .get_mut("multi_modal_projector.linear_2.bias")
+            .expect("tensor");
         e.0 = safetensors::Dtype::I16;
     });
     let err = load(dir.path()).unwrap_err();

@@ -25,7 +25,11 @@ fn image(stem: &str) -> image::RgbImage {
         let full = image("chelsea");
         return image::imageops::crop_imm(&full, 50, 80, 200, 200).to_image();
     }
-    load_image(&fixture(&format!("images/{stem}.png")), &LoadLimits::default()).expect("image")
+    load_image(
+        &fixture(&format!("images/{stem}.png")),
+        &LoadLimits::default(),
+    )
+    .expect("image")
 }
 
 fn close(what: &str, ours: &[f32], golden: &Golden) {
@@ -40,8 +44,9 @@ fn check_config(name: &str) {
         &std::fs::read_to_string(fixture(&format!("goldens/{name}.json"))).expect("json"),
     )
     .expect("json");
-    let model = LlavaModel::<Cpu>::load(&fixture(name), &Default::default(), LoadOptions::default())
-        .expect("model loads");
+    let model =
+        LlavaModel::<Cpu>::load(&fixture(name), &Default::default(), LoadOptions::default())
+            .expect("model loads");
     let proc = model.processor();
 
     // Image processor: resized uint8 pixels and normalised values.
@@ -55,8 +60,16 @@ fn check_config(name: &str) {
                 g.shape,
                 "{name} {stem} size"
             );
-            let mismatches = ours.as_raw().iter().zip(&g.u8).filter(|(a, b)| a != b).count();
-            assert_eq!(mismatches, 0, "{name} {stem}: {mismatches} uint8 values differ");
+            let mismatches = ours
+                .as_raw()
+                .iter()
+                .zip(&g.u8)
+                .filter(|(a, b)| a != b)
+                .count();
+            assert_eq!(
+                mismatches, 0,
+                "{name} {stem}: {mismatches} uint8 values differ"
+            );
             n_u8 += 1;
         }
         if let Some(g) = goldens.get(&format!("pixel_values/{stem}")) {
@@ -78,7 +91,11 @@ fn check_config(name: &str) {
         let images: Vec<image::RgbImage> = stems.iter().map(|s| image(s)).collect();
         let refs: Vec<&image::RgbImage> = images.iter().collect();
         let question = info["question"].as_str().expect("question");
-        let g = |k: &str| goldens.get(&format!("{case}/{k}")).unwrap_or_else(|| panic!("{case}/{k}"));
+        let g = |k: &str| {
+            goldens
+                .get(&format!("{case}/{k}"))
+                .unwrap_or_else(|| panic!("{case}/{k}"))
+        };
 
         let ids = model.prompt_ids(question, images.len()).expect("ids");
         let golden_ids: Vec<u32> = g("input_ids").i64.iter().map(|&i| i as u32).collect();
@@ -86,39 +103,79 @@ fn check_config(name: &str) {
 
         let pixels = model.pixel_values(&refs).expect("pixels");
         let feats = net.image_features(pixels.clone());
-        close(&format!("{name} {case} image_features"), &to_vec(feats.clone()), g("image_features"));
+        close(
+            &format!("{name} {case} image_features"),
+            &to_vec(feats.clone()),
+            g("image_features"),
+        );
         let projected = net.encode_images(pixels);
-        close(&format!("{name} {case} projected"), &to_vec(projected.clone()), g("projected"));
+        close(
+            &format!("{name} {case} projected"),
+            &to_vec(projected.clone()),
+            g("projected"),
+        );
 
         let embeds = net.embed(&ids, Some(projected)).expect("embed");
         let mut cache = llm.new_cache();
         let layer = info["attn_layer"].as_u64().expect("layer") as usize;
         let out = llm
-            .forward(embeds.clone(), &mut cache, Some(Probe { layer, stop_after: false }))
+            .forward(
+                embeds.clone(),
+                &mut cache,
+                Some(Probe {
+                    layer,
+                    stop_after: false,
+                }),
+            )
             .expect("forward");
         let hidden = out.hidden.expect("hidden");
         let t = hidden.dims()[0];
-        close(&format!("{name} {case} hidden_last"), &to_vec(hidden.clone().narrow(0, t - 1, 1)), g("hidden_last"));
+        close(
+            &format!("{name} {case} hidden_last"),
+            &to_vec(hidden.clone().narrow(0, t - 1, 1)),
+            g("hidden_last"),
+        );
         let logits_last = llm.logits(hidden.clone().narrow(0, t - 1, 1));
-        close(&format!("{name} {case} logits_last"), &to_vec(logits_last), g("logits_last"));
+        close(
+            &format!("{name} {case} logits_last"),
+            &to_vec(logits_last),
+            g("logits_last"),
+        );
         if let Some(gl) = goldens.get(&format!("{case}/logits_first_text")) {
             let pos = info["first_text_position"].as_u64().expect("pos") as usize;
             let l = llm.logits(hidden.narrow(0, pos, 1));
             close(&format!("{name} {case} logits_first_text"), &to_vec(l), gl);
         }
-        close(&format!("{name} {case} attn_row"), &to_vec(out.probe.expect("probe")), g("attn_row"));
+        close(
+            &format!("{name} {case} attn_row"),
+            &to_vec(out.probe.expect("probe")),
+            g("attn_row"),
+        );
 
         // The probe that stops early gives the same row.
         let mut short_cache = llm.new_cache();
-        let early = model.attention_row(embeds, &mut short_cache, layer).expect("row");
-        close(&format!("{name} {case} attn_row (stop early)"), &to_vec(early), g("attn_row"));
+        let early = model
+            .attention_row(embeds, &mut short_cache, layer)
+            .expect("row");
+        close(
+            &format!("{name} {case} attn_row (stop early)"),
+            &to_vec(early),
+            g("attn_row"),
+        );
 
         // Greedy continuation, through the public API.
         let max_new = meta_max_new(info);
         let answer = model.answer(&refs, question, max_new).expect("answer");
         let golden_gen: Vec<u32> = g("generated_ids").i64.iter().map(|&i| i as u32).collect();
-        assert_eq!(answer.token_ids, golden_gen, "{name} {case}: greedy continuation");
-        assert_eq!(answer.text, info["answer"].as_str().expect("answer"), "{name} {case}: text");
+        assert_eq!(
+            answer.token_ids, golden_gen,
+            "{name} {case}: greedy continuation"
+        );
+        assert_eq!(
+            answer.text,
+            info["answer"].as_str().expect("answer"),
+            "{name} {case}: text"
+        );
     }
 }
 
@@ -143,25 +200,43 @@ fn parity_llava_tiny_b() {
 
 #[test]
 fn full_vocabulary_tokenizer() {
-    let tok = vicrop_models::tokenizer::Tokenizer::from_file(&fixture("llava-tiny-a/tokenizer.json"))
-        .expect("tokenizer");
-    let golden: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(fixture("goldens/tokenizer.json")).expect("read"))
-            .expect("json");
+    let tok =
+        vicrop_models::tokenizer::Tokenizer::from_file(&fixture("llava-tiny-a/tokenizer.json"))
+            .expect("tokenizer");
+    let golden: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(fixture("goldens/tokenizer.json")).expect("read"),
+    )
+    .expect("json");
     let ids = |v: &serde_json::Value| -> Vec<u32> {
-        v.as_array().expect("ids").iter().map(|i| i.as_u64().expect("id") as u32).collect()
+        v.as_array()
+            .expect("ids")
+            .iter()
+            .map(|i| i.as_u64().expect("id") as u32)
+            .collect()
     };
     for case in golden["encode"].as_array().expect("encode") {
         let text = case["text"].as_str().expect("text");
-        assert_eq!(tok.encode(text, true).expect("encode"), ids(&case["ids"]), "{text:?}");
-        assert_eq!(tok.encode(text, false).expect("encode"), ids(&case["ids_no_special"]), "{text:?}");
+        assert_eq!(
+            tok.encode(text, true).expect("encode"),
+            ids(&case["ids"]),
+            "{text:?}"
+        );
+        assert_eq!(
+            tok.encode(text, false).expect("encode"),
+            ids(&case["ids_no_special"]),
+            "{text:?}"
+        );
     }
     for case in golden["decode"].as_array().expect("decode") {
-        assert_eq!(tok.decode(&ids(&case["ids"])).expect("decode"), case["text"].as_str().expect("text"));
+        assert_eq!(
+            tok.decode(&ids(&case["ids"])).expect("decode"),
+            case["text"].as_str().expect("text")
+        );
     }
     // The known SentencePiece ids from shared/assets/README.md.
     assert_eq!(
-        tok.encode("What is the number on the bus?", false).expect("encode"),
+        tok.encode("What is the number on the bus?", false)
+            .expect("encode"),
         [1724, 338, 278, 1353, 373, 278, 3593, 29973]
     );
 }
