@@ -5,7 +5,6 @@ pub mod crop;
 pub mod filters;
 pub mod imageio;
 pub mod map;
-pub mod pil;
 pub mod resample;
 pub mod tiling;
 

@@ -1,1 +1,0 @@
-//! PIL-exact image operations (placeholder).
