@@ -62,7 +62,48 @@ pub fn answer_cpu(_req: &AnswerRequest) -> Result<Answer> {
 /// `vicrop answer` on CUDA GPU 0.
 #[cfg(feature = "cuda")]
 pub fn answer_cuda(req: &AnswerRequest) -> Result<Answer> {
+    check_cuda()?;
     answer_on::<vicrop_models::backend::Gpu>(req, &Default::default())
+}
+
+/// Checks that CUDA GPU 0 can run a kernel, turning the backend's panic (no driver, no
+/// device) into an error.
+#[cfg(feature = "cuda")]
+pub fn check_cuda() -> Result<()> {
+    use std::sync::{Arc, Mutex};
+    use vicrop_models::backend::Gpu;
+    let first: Arc<Mutex<Option<String>>> = Arc::default();
+    let seen = first.clone();
+    let previous = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let mut slot = seen.lock().unwrap_or_else(|e| e.into_inner());
+        if slot.is_none() {
+            let msg = info
+                .payload()
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| info.payload().downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_else(|| "unknown error".into());
+            *slot = Some(msg);
+        }
+    }));
+    let probe = std::panic::catch_unwind(|| {
+        let device = Default::default();
+        burn::tensor::Tensor::<Gpu, 1>::zeros([1], &device).into_data()
+    });
+    std::panic::set_hook(previous);
+    match probe {
+        Ok(_) => Ok(()),
+        Err(_) => {
+            let msg = first
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .take()
+                .unwrap_or_else(|| "unknown error".into());
+            let short: String = msg.chars().take(300).collect();
+            anyhow::bail!("--device cuda: CUDA GPU 0 is not usable: {short}")
+        }
+    }
 }
 
 /// `vicrop answer` on CUDA in a build without it: a clear error.

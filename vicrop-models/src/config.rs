@@ -658,3 +658,101 @@ pub struct GenerationConfig {
     #[serde(default)]
     pub pad_token_id: Option<u32>,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The `config.json` of `llava-hf/llava-1.5-7b-hf`: most fields are left to transformers'
+    /// defaults, which this crate must apply the same way.
+    const LLAVA_7B: &str = r#"{
+      "architectures": ["LlavaForConditionalGeneration"],
+      "ignore_index": -100,
+      "image_token_index": 32000,
+      "model_type": "llava",
+      "pad_token_id": 32001,
+      "projector_hidden_act": "gelu",
+      "text_config": {
+        "_name_or_path": "lmsys/vicuna-7b-v1.5",
+        "architectures": ["LlamaForCausalLM"],
+        "max_position_embeddings": 4096,
+        "model_type": "llama",
+        "rms_norm_eps": 1e-05,
+        "torch_dtype": "float16",
+        "vocab_size": 32064
+      },
+      "tie_word_embeddings": false,
+      "torch_dtype": "float16",
+      "vision_config": {
+        "hidden_size": 1024,
+        "image_size": 336,
+        "intermediate_size": 4096,
+        "model_type": "clip_vision_model",
+        "num_attention_heads": 16,
+        "num_hidden_layers": 24,
+        "patch_size": 14,
+        "projection_dim": 768,
+        "vocab_size": 32000
+      },
+      "vision_feature_layer": -2,
+      "vision_feature_select_strategy": "default",
+      "vocab_size": 32064
+    }"#;
+
+    #[test]
+    fn llava_7b_config_gets_transformers_defaults() {
+        let path = Path::new("config.json");
+        let cfg: LlavaConfig = parse_json(LLAVA_7B, path).expect("parses");
+        let spec = LlavaSpec::from_config(&cfg, path).expect("valid");
+        assert_eq!(spec.text.hidden_size, 4096);
+        assert_eq!(spec.text.intermediate_size, 11008);
+        assert_eq!(spec.text.num_hidden_layers, 32);
+        assert_eq!(spec.text.num_attention_heads, 32);
+        assert_eq!(spec.text.kv_heads(), 32);
+        assert_eq!(spec.text.head_dim(), 128);
+        assert_eq!(spec.text.rope_theta, 10000.0);
+        assert_eq!(spec.text.rms_norm_eps, 1e-5);
+        assert_eq!(spec.text.vocab_size, 32064);
+        assert!(!spec.text.tie_word_embeddings);
+        assert_eq!(spec.vision.layer_norm_eps, 1e-5);
+        assert_eq!(spec.vision_act, Activation::QuickGelu);
+        assert_eq!(spec.projector_act, Activation::Gelu);
+        assert!(spec.projector_bias);
+        assert_eq!(spec.feature_layers, vec![23]);
+        assert_eq!(spec.vision_layers_needed(), 23);
+        assert_eq!(spec.select, SelectStrategy::Default);
+        assert_eq!(spec.image_tokens_per_image(), 576);
+    }
+
+    #[test]
+    fn an_empty_config_is_llava_1_5_7b_shaped() {
+        let path = Path::new("config.json");
+        let cfg: LlavaConfig = parse_json("{}", path).expect("parses");
+        let spec = LlavaSpec::from_config(&cfg, path).expect("valid");
+        assert_eq!(spec.vision.hidden_size, 1024);
+        assert_eq!(spec.vision.num_hidden_layers, 24);
+        assert_eq!(spec.text.vocab_size, 32000);
+        assert_eq!(spec.image_tokens_per_image(), 576);
+    }
+
+    #[test]
+    fn out_of_range_feature_layer_is_refused() {
+        let path = Path::new("config.json");
+        let cfg: LlavaConfig =
+            parse_json(r#"{"vision_feature_layer": -30}"#, path).expect("parses");
+        let err = LlavaSpec::from_config(&cfg, path).unwrap_err().to_string();
+        assert!(err.contains("vision_feature_layer -30"), "{err}");
+    }
+
+    #[test]
+    fn rope_scaling_is_refused() {
+        let path = Path::new("config.json");
+        let cfg: LlavaConfig = parse_json(
+            r#"{"text_config": {"rope_scaling": {"rope_type": "linear", "factor": 2.0}}}"#,
+            path,
+        )
+        .expect("parses");
+        let err = LlavaSpec::from_config(&cfg, path).unwrap_err().to_string();
+        assert!(err.contains("rope_scaling"), "{err}");
+    }
+}
