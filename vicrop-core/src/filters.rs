@@ -70,18 +70,26 @@ pub fn gaussian_kernel(k: usize, sigma: f32) -> Vec<f32> {
 
 /// 2-D Gaussian blur with a `k x k` kernel (outer product of [`gaussian_kernel`]) and
 /// mirror padding without repeating the edge (torchvision `gaussian_blur`).
+///
+/// Bit-identical to torch's CPU convolution: f32 2-D weights `ky * kx`, accumulated with fused
+/// multiply-adds in row-major kernel order. (The exact bits matter: the pure-grad mask compares
+/// against a median, and the 7x7 median filter makes plateaus of equal values.)
 pub fn gaussian_blur(p: &Plane, k: usize, sigma: f32) -> Plane {
     let kern = gaussian_kernel(k, sigma);
+    let weights: Vec<f32> = kern
+        .iter()
+        .flat_map(|ky| kern.iter().map(move |kx| ky * kx))
+        .collect();
     let r = (k / 2) as isize;
     let mut out = Plane::zeros(p.width, p.height);
     for y in 0..p.height {
         for x in 0..p.width {
             let mut acc = 0f32;
-            for (dy, ky) in kern.iter().enumerate() {
+            for dy in 0..k {
                 let sy = reflect(y as isize + dy as isize - r, p.height);
-                for (dx, kx) in kern.iter().enumerate() {
+                for dx in 0..k {
                     let sx = reflect(x as isize + dx as isize - r, p.width);
-                    acc += ky * kx * p.at(sx, sy);
+                    acc = weights[dy * k + dx].mul_add(p.at(sx, sy), acc);
                 }
             }
             out.data[y * p.width + x] = acc;

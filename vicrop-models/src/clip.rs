@@ -5,7 +5,12 @@
 //! layers with quick-GELU MLPs. Only the layers up to the requested hidden state are built and
 //! run; CLIP's `post_layernorm` only serves the pooled output, which LLaVA never reads.
 
-use burn::tensor::{backend::Backend, module::attention, ops::AttentionModuleOptions, Tensor};
+use burn::tensor::{
+    backend::{AutodiffBackend, Backend},
+    module::attention,
+    ops::AttentionModuleOptions,
+    Tensor,
+};
 
 use crate::config::{Activation, ClipVisionConfig};
 use crate::error::Result;
@@ -93,6 +98,32 @@ impl<B: Backend> ClipVision<B> {
             pre_ln,
             layers,
         })
+    }
+
+    /// The same weights on an autodiff backend (no copy, not tracked).
+    pub fn lift<A: AutodiffBackend<InnerBackend = B>>(&self) -> ClipVision<A> {
+        ClipVision {
+            cfg: self.cfg.clone(),
+            act: self.act,
+            patch_t: Tensor::from_inner(self.patch_t.clone()),
+            class_embedding: Tensor::from_inner(self.class_embedding.clone()),
+            position_embedding: Tensor::from_inner(self.position_embedding.clone()),
+            pre_ln: self.pre_ln.lift(),
+            layers: self
+                .layers
+                .iter()
+                .map(|l| ClipLayer {
+                    ln1: l.ln1.lift(),
+                    q: l.q.lift(),
+                    k: l.k.lift(),
+                    v: l.v.lift(),
+                    out: l.out.lift(),
+                    ln2: l.ln2.lift(),
+                    fc1: l.fc1.lift(),
+                    fc2: l.fc2.lift(),
+                })
+                .collect(),
+        }
     }
 
     /// The configuration.

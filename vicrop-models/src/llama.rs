@@ -9,8 +9,10 @@
 //! reference's `d v / d attn[layer][:, L-1, :]`.
 
 use burn::tensor::{
-    backend::Backend, module::attention, ops::AttentionModuleOptions, DType, Int, Tensor,
-    TensorData,
+    backend::{AutodiffBackend, Backend},
+    module::attention,
+    ops::AttentionModuleOptions,
+    DType, Int, Tensor, TensorData,
 };
 
 use crate::config::{Activation, LlamaConfig};
@@ -68,9 +70,26 @@ impl<B: Backend> KvCache<B> {
         self.len = len;
     }
 
-    /// Whether every layer holds keys (a forward that stopped early leaves later ones empty).
-    pub fn is_complete(&self) -> bool {
-        self.len == 0 || self.layers.iter().all(Option::is_some)
+    /// Number of leading layers that hold keys (a forward that stopped early leaves the later
+    /// ones empty; such a cache can only feed forwards that stop at or before that depth).
+    pub fn depth(&self) -> usize {
+        self.layers.iter().take_while(|l| l.is_some()).count()
+    }
+
+    /// The same keys and values on an autodiff backend (not tracked: gradients stop here).
+    pub fn lift<A: AutodiffBackend<InnerBackend = B>>(&self) -> KvCache<A> {
+        KvCache {
+            layers: self
+                .layers
+                .iter()
+                .map(|l| {
+                    l.as_ref().map(|(k, v)| {
+                        (Tensor::from_inner(k.clone()), Tensor::from_inner(v.clone()))
+                    })
+                })
+                .collect(),
+            len: self.len,
+        }
     }
 }
 
@@ -81,6 +100,29 @@ pub struct Probe {
     pub layer: usize,
     /// Stop after that layer: no later layer, no final norm (rel-att needs nothing more).
     pub stop_after: bool,
+    /// Make the probed probabilities an autodiff leaf (on an autodiff backend), so that the
+    /// gradient of any later quantity with respect to them can be read (grad-att).
+    pub grad_leaf: bool,
+}
+
+impl Probe {
+    /// Probe `layer` and stop there.
+    pub fn stop_at(layer: usize) -> Self {
+        Self {
+            layer,
+            stop_after: true,
+            grad_leaf: false,
+        }
+    }
+
+    /// Probe `layer` and run the whole model.
+    pub fn through(layer: usize) -> Self {
+        Self {
+            layer,
+            stop_after: false,
+            grad_leaf: false,
+        }
+    }
 }
 
 /// What a decoder forward returns.
@@ -167,6 +209,33 @@ impl<B: Backend> Llama<B> {
         })
     }
 
+    /// The same weights on an autodiff backend (no copy, not tracked).
+    pub fn lift<A: AutodiffBackend<InnerBackend = B>>(&self) -> Llama<A> {
+        Llama {
+            cfg: self.cfg.clone(),
+            act: self.act,
+            embed: Tensor::from_inner(self.embed.clone()),
+            layers: self
+                .layers
+                .iter()
+                .map(|l| DecoderLayer {
+                    input_norm: l.input_norm.lift(),
+                    q: l.q.lift(),
+                    k: l.k.lift(),
+                    v: l.v.lift(),
+                    o: l.o.lift(),
+                    post_norm: l.post_norm.lift(),
+                    gate: l.gate.lift(),
+                    up: l.up.lift(),
+                    down: l.down.lift(),
+                })
+                .collect(),
+            norm: self.norm.lift(),
+            lm_head_t: Tensor::from_inner(self.lm_head_t.clone()),
+            inv_freq: self.inv_freq.clone(),
+        }
+    }
+
     /// The configuration.
     pub fn config(&self) -> &LlamaConfig {
         &self.cfg
@@ -247,12 +316,6 @@ impl<B: Backend> Llama<B> {
         if t == 0 {
             return Err(ModelError::InvalidInput("empty input sequence".into()));
         }
-        if !cache.is_complete() {
-            return Err(ModelError::InvalidInput(
-                "the KV cache comes from a forward that stopped early and cannot be extended"
-                    .into(),
-            ));
-        }
         if let Some(p) = probe {
             if p.layer >= self.layers.len() {
                 return Err(ModelError::InvalidInput(format!(
@@ -263,16 +326,29 @@ impl<B: Backend> Llama<B> {
                 )));
             }
         }
+        let n_layers = self.layers.len();
+        let last_layer = match probe {
+            Some(p) if p.stop_after => p.layer,
+            _ => n_layers - 1,
+        };
+        if !cache.is_empty() && cache.depth() <= last_layer {
+            return Err(ModelError::InvalidInput(format!(
+                "the KV cache holds {} of {n_layers} layers (it comes from a forward that \
+                 stopped early); this forward needs {}",
+                cache.depth(),
+                last_layer + 1
+            )));
+        }
         let start = cache.len;
         let device = x.device();
         let (cos, sin) = self.rotary(start, t, &device, x.dtype());
         let mut x = x;
         let mut probe_out = None;
         for (i, layer) in self.layers.iter().enumerate() {
-            let want = probe.filter(|p| p.layer == i).is_some();
+            let want = probe.filter(|p| p.layer == i);
             let (y, row) = self.layer(i, layer, x, cache, &cos, &sin, want);
             x = y;
-            if want {
+            if want.is_some() {
                 probe_out = row;
                 if probe.is_some_and(|p| p.stop_after) {
                     // Later layers are not run: mark the cache as partial.
@@ -302,7 +378,7 @@ impl<B: Backend> Llama<B> {
         cache: &mut KvCache<B>,
         cos: &Tensor<B, 4>,
         sin: &Tensor<B, 4>,
-        want_probe: bool,
+        want_probe: Option<Probe>,
     ) -> (Tensor<B, 3>, Option<Tensor<B, 2>>) {
         let [b, t, _] = x.dims();
         let h = self.cfg.num_attention_heads;
@@ -334,13 +410,18 @@ impl<B: Backend> Llama<B> {
             is_causal: true,
             ..Default::default()
         };
-        let (ctx, row) = if want_probe {
+        let (ctx, row) = if let Some(probe) = want_probe {
             // Rows 0..t-1 see keys 0..s-1 (causal, bottom-right aligned); the last row is
             // computed explicitly so its probabilities can be handed out.
             let q_last = q.clone().narrow(2, t - 1, 1);
             let scale = (hd as f64).powf(-0.5);
             let scores = q_last.matmul(k.clone().swap_dims(2, 3)) * scale; // [b, h, 1, s]
-            let probs = softmax_f32(scores); // f32
+                                                                           // [h, s], f32; under `grad_leaf` this very tensor is the autodiff leaf.
+            let mut row = softmax_f32(scores).reshape([h, s]);
+            if probe.grad_leaf {
+                row = row.detach().require_grad();
+            }
+            let probs = row.clone().reshape([b, h, 1, s]);
             let last = probs.clone().cast(v.dtype()).matmul(v.clone()); // [b, h, 1, hd]
             let ctx = if t > 1 {
                 let rest = attention(
@@ -355,7 +436,7 @@ impl<B: Backend> Llama<B> {
             } else {
                 last
             };
-            (ctx, Some(probs.reshape([h, s])))
+            (ctx, Some(row))
         } else {
             (attention(q, k, v, None, None, causal), None)
         };

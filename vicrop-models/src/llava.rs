@@ -5,7 +5,10 @@
 
 use std::path::{Path, PathBuf};
 
-use burn::tensor::{backend::Backend, DType, Tensor};
+use burn::tensor::{
+    backend::{AutodiffBackend, Backend},
+    DType, Tensor,
+};
 use image::RgbImage;
 
 use crate::clip::ClipVision;
@@ -80,6 +83,20 @@ impl<B: Backend> Llava<B> {
             projector,
             llm,
         })
+    }
+
+    /// The same weights on an autodiff backend (no copy; weights are not tracked).
+    pub fn lift<A: AutodiffBackend<InnerBackend = B>>(&self) -> Llava<A> {
+        Llava {
+            spec: self.spec.clone(),
+            vision: self.vision.lift(),
+            projector: Projector {
+                l1: self.projector.l1.lift(),
+                l2: self.projector.l2.lift(),
+                act: self.projector.act,
+            },
+            llm: self.llm.lift(),
+        }
     }
 
     /// The validated configuration.
@@ -340,16 +357,33 @@ impl<B: Backend> LlavaModel<B> {
         cache: &mut KvCache<B>,
         max_new_tokens: usize,
     ) -> Result<Generation> {
+        Ok(self.generate_probed(embeds, cache, max_new_tokens, None)?.0)
+    }
+
+    /// [`LlavaModel::generate`], also handing out the prefill's attention row at
+    /// `probe_layer` (`[heads, len]`, f32).
+    pub fn generate_probed(
+        &self,
+        embeds: Tensor<B, 3>,
+        cache: &mut KvCache<B>,
+        max_new_tokens: usize,
+        probe_layer: Option<usize>,
+    ) -> Result<(Generation, Option<Tensor<B, 2>>)> {
         let mut token_ids = Vec::new();
-        if max_new_tokens == 0 {
-            return Ok(Generation {
-                token_ids,
-                stopped_at_eos: false,
-            });
-        }
+        let mut row = None;
         let mut input = embeds;
-        loop {
-            let out = self.net.llm.forward(input, cache, None)?;
+        let mut probe = probe_layer.map(Probe::through);
+        let stopped_at_eos = loop {
+            if token_ids.len() >= max_new_tokens && probe.is_none() {
+                break false;
+            }
+            let out = self.net.llm.forward(input, cache, probe.take())?;
+            if out.probe.is_some() {
+                row = out.probe;
+            }
+            if token_ids.len() >= max_new_tokens {
+                break false;
+            }
             let hidden = out
                 .hidden
                 .ok_or_else(|| ModelError::InvalidInput("decoder stopped early".into()))?;
@@ -357,20 +391,21 @@ impl<B: Backend> LlavaModel<B> {
             let logits = self.net.llm.logits(hidden.narrow(0, t - 1, 1));
             let next = argmax_host(logits)?;
             if self.eos.contains(&next) {
-                return Ok(Generation {
-                    token_ids,
-                    stopped_at_eos: true,
-                });
+                break true;
             }
             token_ids.push(next);
             if token_ids.len() >= max_new_tokens {
-                return Ok(Generation {
-                    token_ids,
-                    stopped_at_eos: false,
-                });
+                break false;
             }
             input = self.net.llm.embed_ids(&[next])?.unsqueeze();
-        }
+        };
+        Ok((
+            Generation {
+                token_ids,
+                stopped_at_eos,
+            },
+            row,
+        ))
     }
 
     /// Decodes generated ids into trimmed answer text.
@@ -403,14 +438,10 @@ impl<B: Backend> LlavaModel<B> {
         cache: &mut KvCache<B>,
         layer: usize,
     ) -> Result<Tensor<B, 2>> {
-        let out = self.net.llm.forward(
-            embeds,
-            cache,
-            Some(Probe {
-                layer,
-                stop_after: true,
-            }),
-        )?;
+        let out = self
+            .net
+            .llm
+            .forward(embeds, cache, Some(Probe::stop_at(layer)))?;
         out.probe
             .ok_or_else(|| ModelError::InvalidInput("no attention row was probed".into()))
     }

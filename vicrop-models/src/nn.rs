@@ -3,7 +3,7 @@
 //! Modules are plain structs of tensors, built from checkpoint weights (never randomly
 //! initialised first: a 7B model is loaded once, straight into its final tensors).
 
-use burn::tensor::{activation, backend::Backend, DType, Tensor};
+use burn::tensor::{activation, backend::AutodiffBackend, backend::Backend, DType, Tensor};
 
 use crate::config::Activation;
 use crate::error::Result;
@@ -57,6 +57,14 @@ impl<B: Backend> Linear<B> {
         })
     }
 
+    /// The same weights on an autodiff backend (no copy, not tracked).
+    pub fn lift<A: AutodiffBackend<InnerBackend = B>>(&self) -> Linear<A> {
+        Linear {
+            weight_t: Tensor::from_inner(self.weight_t.clone()),
+            bias: self.bias.clone().map(Tensor::from_inner),
+        }
+    }
+
     /// `x: [.., T, in] -> [.., T, out]`.
     pub fn forward<const D: usize>(&self, x: Tensor<B, D>) -> Tensor<B, D> {
         let y = x.matmul(self.weight_t.clone().unsqueeze());
@@ -88,6 +96,15 @@ impl<B: Backend> LayerNorm<B> {
         })
     }
 
+    /// The same weights on an autodiff backend.
+    pub fn lift<A: AutodiffBackend<InnerBackend = B>>(&self) -> LayerNorm<A> {
+        LayerNorm {
+            weight: Tensor::from_inner(self.weight.clone()),
+            bias: Tensor::from_inner(self.bias.clone()),
+            eps: self.eps,
+        }
+    }
+
     /// `x: [.., d] -> [.., d]`.
     pub fn forward<const D: usize>(&self, x: Tensor<B, D>) -> Tensor<B, D> {
         let mean = x.clone().mean_dim(D - 1);
@@ -116,6 +133,14 @@ impl<B: Backend> RmsNorm<B> {
         })
     }
 
+    /// The same weights on an autodiff backend.
+    pub fn lift<A: AutodiffBackend<InnerBackend = B>>(&self) -> RmsNorm<A> {
+        RmsNorm {
+            weight: Tensor::from_inner(self.weight.clone()),
+            eps: self.eps,
+        }
+    }
+
     /// `x: [.., d] -> [.., d]`.
     pub fn forward<const D: usize>(&self, x: Tensor<B, D>) -> Tensor<B, D> {
         let dtype = x.dtype();
@@ -129,7 +154,9 @@ impl<B: Backend> RmsNorm<B> {
 /// Applies an activation element-wise.
 pub fn activate<B: Backend, const D: usize>(act: Activation, x: Tensor<B, D>) -> Tensor<B, D> {
     match act {
-        Activation::Gelu => activation::gelu(x),
+        // Written out, not `activation::gelu`: burn 0.21 differentiates its GELU as the tanh
+        // approximation, which skews input gradients (pure-grad) by ~1e-4.
+        Activation::Gelu => x.clone() * ((x * std::f64::consts::FRAC_1_SQRT_2).erf() + 1.0) * 0.5,
         Activation::GeluTanh => activation::gelu_approximate(x),
         Activation::QuickGelu => x.clone() * activation::sigmoid(x * 1.702),
         Activation::Silu => activation::silu(x),

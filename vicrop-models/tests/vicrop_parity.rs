@@ -1,0 +1,143 @@
+//! ViCrop parity with the transformers pipeline of `tools/gen_vicrop_goldens.py` on the tiny
+//! checkpoints: maps within 1e-4 relative (to the map's largest magnitude), identical boxes,
+//! identical baseline and crop answers; for rel-att, grad-att and pure-grad, a non-square image
+//! and high-resolution tiling.
+
+mod common;
+
+use common::fixture;
+use vicrop_core::{load_image, LoadLimits, Method, Question, ViCrop};
+use vicrop_models::backend::Cpu;
+use vicrop_models::{LlavaModel, LlavaVicrop, LoadOptions};
+
+const REL_TOL: f64 = 1e-4;
+
+/// A fixture image; `chelsea_pair` is chelsea beside its mirror image (902x300), built the same
+/// way by the golden generator.
+fn load(stem: &str) -> image::RgbImage {
+    if stem == "chelsea_pair" {
+        let left = load("chelsea");
+        let mut pair = image::RgbImage::new(2 * left.width(), left.height());
+        image::imageops::replace(&mut pair, &left, 0, 0);
+        image::imageops::replace(
+            &mut pair,
+            &image::imageops::flip_horizontal(&left),
+            i64::from(left.width()),
+            0,
+        );
+        return pair;
+    }
+    load_image(
+        &fixture(&format!("images/{stem}.png")),
+        &LoadLimits::default(),
+    )
+    .expect("image")
+}
+
+fn ids(v: &serde_json::Value) -> Vec<u32> {
+    v.as_array()
+        .expect("ids")
+        .iter()
+        .map(|i| i.as_u64().expect("id") as u32)
+        .collect()
+}
+
+#[test]
+fn vicrop_matches_the_transformers_pipeline() {
+    let golden: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(fixture("goldens/vicrop.json")).expect("golden"),
+    )
+    .expect("json");
+    let max_new = golden["max_new_tokens"].as_u64().expect("max") as usize;
+    let mut pipelines = std::collections::HashMap::new();
+    for case in golden["cases"].as_array().expect("cases") {
+        let name = case["checkpoint"].as_str().expect("checkpoint");
+        let pipeline = pipelines.entry(name.to_string()).or_insert_with(|| {
+            let model = LlavaModel::<Cpu>::load(
+                &fixture(name),
+                &Default::default(),
+                LoadOptions::default(),
+            )
+            .expect("model");
+            let mut p = ViCrop::new(LlavaVicrop::new(model));
+            p.max_new_tokens = max_new;
+            p
+        });
+        let stem = case["image"].as_str().expect("image");
+        let img = load(stem);
+        let method = Method::parse(case["method"].as_str().expect("method")).expect("method");
+        let mut q = Question::new(case["question"].as_str().expect("q"), method);
+        q.high_res = case["high_res"].as_bool().expect("bool");
+        let label = format!("{name} {stem} {} high_res={}", method.name(), q.high_res);
+
+        let mut prepared = pipeline.prepare(&img).expect("prepare");
+        let out = pipeline.run(&mut prepared, &q).expect("run");
+
+        assert_eq!(
+            out.layer as u64,
+            case["layer"].as_u64().expect("layer"),
+            "{label}: layer"
+        );
+        assert_eq!(
+            out.answer.token_ids,
+            ids(&case["baseline"]["ids"]),
+            "{label}: baseline"
+        );
+        assert_eq!(
+            out.answer.text,
+            case["baseline"]["text"].as_str().expect("text"),
+            "{label}"
+        );
+
+        let rows: Vec<Vec<f64>> = case["map"]
+            .as_array()
+            .expect("map")
+            .iter()
+            .map(|r| {
+                r.as_array()
+                    .expect("row")
+                    .iter()
+                    .map(|v| v.as_f64().unwrap_or(f64::NAN))
+                    .collect()
+            })
+            .collect();
+        assert_eq!(
+            (out.map.rows(), out.map.cols()),
+            (rows.len(), rows[0].len()),
+            "{label}: map shape"
+        );
+        let scale = rows.iter().flatten().fold(0f64, |m, v| m.max(v.abs()));
+        let mut worst = 0f64;
+        for (r, row) in rows.iter().enumerate() {
+            for (c, &g) in row.iter().enumerate() {
+                let ours = f64::from(out.map.get(r, c));
+                worst = worst.max((ours - g).abs() / scale);
+            }
+        }
+        println!(
+            "{label}: map max relative error {worst:.2e}, bbox {:?}",
+            out.bbox.to_array()
+        );
+        assert!(worst <= REL_TOL, "{label}: map error {worst}");
+
+        let bbox: Vec<u32> = ids(&case["bbox"]);
+        assert_eq!(out.bbox.to_array().to_vec(), bbox, "{label}: bbox");
+        assert_eq!(
+            out.crop_answer.token_ids,
+            ids(&case["crop"]["ids"]),
+            "{label}: crop answer"
+        );
+        assert_eq!(
+            out.crop_answer.text,
+            case["crop"]["text"].as_str().expect("text"),
+            "{label}"
+        );
+        println!(
+            "{label}: LLM positions {} (reference {}), images encoded {} (reference {})",
+            out.cost.llm_positions,
+            out.reference_cost.llm_positions,
+            out.cost.vision_images,
+            out.reference_cost.vision_images
+        );
+    }
+}
