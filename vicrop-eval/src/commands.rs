@@ -2,10 +2,11 @@
 
 use std::path::PathBuf;
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use burn::tensor::{backend::Backend, DType};
-use vicrop_core::{load_image, LoadLimits};
-use vicrop_models::{hub::resolve_model_dir, Answer, LlavaModel, LoadOptions};
+use vicrop_core::pipeline::{Method, Outcome, Question, ViCrop};
+use vicrop_core::{load_image, AdaptiveWindow, CropBox, CropSelector, LoadLimits, SaliencyMap};
+use vicrop_models::{hub::resolve_model_dir, Answer, LlavaModel, LlavaVicrop, LoadOptions};
 
 /// Inputs of `vicrop answer`.
 #[derive(Debug, Clone)]
@@ -34,7 +35,7 @@ pub fn spinner(message: &str) -> indicatif::ProgressBar {
 /// Answers on backend `B`.
 pub fn answer_on<B: Backend>(req: &AnswerRequest, device: &B::Device) -> Result<Answer> {
     if req.question.trim().is_empty() {
-        anyhow::bail!("--question is empty");
+        bail!("--question is empty");
     }
     let image = load_image(&req.image, &LoadLimits::default())?;
     let dir = resolve_model_dir(&req.model)?;
@@ -56,7 +57,7 @@ pub fn answer_cpu(req: &AnswerRequest) -> Result<Answer> {
 /// `vicrop answer` on the CPU in a build without the CPU backend: a clear error.
 #[cfg(not(feature = "ndarray"))]
 pub fn answer_cpu(_req: &AnswerRequest) -> Result<Answer> {
-    anyhow::bail!("--device cpu: this vicrop was built without the `ndarray` feature")
+    bail!("--device cpu: this vicrop was built without the `ndarray` feature")
 }
 
 /// `vicrop answer` on CUDA GPU 0.
@@ -101,7 +102,7 @@ pub fn check_cuda() -> Result<()> {
                 .take()
                 .unwrap_or_else(|| "unknown error".into());
             let short: String = msg.chars().take(300).collect();
-            anyhow::bail!("--device cuda: CUDA GPU 0 is not usable: {short}")
+            bail!("--device cuda: CUDA GPU 0 is not usable: {short}")
         }
     }
 }
@@ -109,7 +110,214 @@ pub fn check_cuda() -> Result<()> {
 /// `vicrop answer` on CUDA in a build without it: a clear error.
 #[cfg(not(feature = "cuda"))]
 pub fn answer_cuda(_req: &AnswerRequest) -> Result<Answer> {
-    anyhow::bail!(
+    bail!(
         "--device cuda: this vicrop was built without CUDA support; rebuild with `cargo build --release --features cuda`"
     )
+}
+
+/// Inputs of `vicrop crop`.
+#[derive(Debug, Clone)]
+pub struct CropRequest {
+    /// `--model`.
+    pub model: String,
+    /// `--image`.
+    pub image: PathBuf,
+    /// `--question`.
+    pub question: String,
+    /// `--short-question`.
+    pub short_question: Option<String>,
+    /// `--method`.
+    pub method: Method,
+    /// `--high-res`.
+    pub high_res: bool,
+    /// `--layer`.
+    pub layer: Option<usize>,
+    /// `--side`.
+    pub side: Option<u32>,
+    /// `--max-new-tokens`.
+    pub max_new_tokens: usize,
+    /// Compute dtype.
+    pub dtype: DType,
+    /// `--save-crop`.
+    pub save_crop: Option<PathBuf>,
+    /// `--save-heatmap`.
+    pub save_heatmap: Option<PathBuf>,
+}
+
+/// The JSON object `vicrop crop --json` prints.
+pub fn outcome_json(o: &Outcome) -> serde_json::Value {
+    serde_json::json!({
+        "method": o.method.name(),
+        "high_res": o.high_res,
+        "layer": o.layer,
+        "answer": o.answer.text,
+        "answer_token_ids": o.answer.token_ids,
+        "map": map_json(&o.map),
+        "bbox": o.bbox.to_array(),
+        "crop_answer": o.crop_answer.text,
+        "crop_answer_token_ids": o.crop_answer.token_ids,
+        "cost": o.cost,
+        "reference_cost": o.reference_cost,
+    })
+}
+
+/// `{"rows", "cols", "values"}`; non-finite values become `null`.
+pub fn map_json(map: &SaliencyMap) -> serde_json::Value {
+    let values: Vec<Vec<serde_json::Value>> = map
+        .to_rows()
+        .into_iter()
+        .map(|r| {
+            r.into_iter()
+                .map(|v| {
+                    serde_json::Number::from_f64(f64::from(v))
+                        .map_or(serde_json::Value::Null, serde_json::Value::Number)
+                })
+                .collect()
+        })
+        .collect();
+    serde_json::json!({"rows": map.rows(), "cols": map.cols(), "values": values})
+}
+
+/// Runs ViCrop on backend `B`.
+pub fn crop_on<B: Backend>(req: &CropRequest, device: &B::Device) -> Result<Outcome> {
+    if req.question.trim().is_empty() {
+        bail!("--question is empty");
+    }
+    if req
+        .short_question
+        .as_deref()
+        .is_some_and(|s| s.trim().is_empty())
+    {
+        bail!("--short-question is empty");
+    }
+    if req.side.is_some_and(|s| s < 2) {
+        bail!("--side must be at least 2 pixels");
+    }
+    let image = load_image(&req.image, &LoadLimits::default())?;
+    let dir = resolve_model_dir(&req.model)?;
+    let bar = spinner(&format!("loading {}", dir.display()));
+    let model = LlavaModel::<B>::load(&dir, device, LoadOptions { dtype: req.dtype })
+        .with_context(|| format!("loading the model from {}", dir.display()))?;
+    let mut pipeline = ViCrop::new(LlavaVicrop::new(model));
+    pipeline.max_new_tokens = req.max_new_tokens;
+    if let Some(side) = req.side {
+        pipeline = pipeline.with_selector(AdaptiveWindow::new(side));
+    }
+    bar.set_message(format!("ViCrop ({})", req.method.name()));
+    let mut prepared = pipeline.prepare(&image)?;
+    let question = Question {
+        text: req.question.clone(),
+        short: req.short_question.clone(),
+        method: req.method,
+        layer: req.layer,
+        high_res: req.high_res,
+    };
+    let outcome = pipeline.run(&mut prepared, &question)?;
+    bar.finish_and_clear();
+    if let Some(path) = &req.save_crop {
+        let b = outcome.bbox;
+        image::imageops::crop_imm(&image, b.x0, b.y0, b.width(), b.height())
+            .to_image()
+            .save(path)
+            .with_context(|| format!("writing the crop to {}", path.display()))?;
+    }
+    if let Some(path) = &req.save_heatmap {
+        crate::heatmap::render(&image, &outcome.map, outcome.bbox)
+            .save(path)
+            .with_context(|| format!("writing the heatmap to {}", path.display()))?;
+    }
+    Ok(outcome)
+}
+
+/// `vicrop crop` on the CPU.
+#[cfg(feature = "ndarray")]
+pub fn crop_cpu(req: &CropRequest) -> Result<Outcome> {
+    crop_on::<vicrop_models::backend::Cpu>(req, &Default::default())
+}
+
+/// `vicrop crop` on the CPU in a build without the CPU backend: a clear error.
+#[cfg(not(feature = "ndarray"))]
+pub fn crop_cpu(_req: &CropRequest) -> Result<Outcome> {
+    bail!("--device cpu: this vicrop was built without the `ndarray` feature")
+}
+
+/// `vicrop crop` on CUDA GPU 0.
+#[cfg(feature = "cuda")]
+pub fn crop_cuda(req: &CropRequest) -> Result<Outcome> {
+    check_cuda()?;
+    crop_on::<vicrop_models::backend::Gpu>(req, &Default::default())
+}
+
+/// `vicrop crop` on CUDA in a build without it: a clear error.
+#[cfg(not(feature = "cuda"))]
+pub fn crop_cuda(_req: &CropRequest) -> Result<Outcome> {
+    bail!(
+        "--device cuda: this vicrop was built without CUDA support; rebuild with `cargo build --release --features cuda`"
+    )
+}
+
+/// `vicrop box`: reads a map (`{"rows", "cols", "values"}`, or an object holding one under
+/// `"map"`, such as `vicrop crop --json` output) and runs the crop selector alone.
+pub fn box_from_json(text: &str, image_size: (u32, u32), side: u32) -> Result<CropBox> {
+    if side < 2 {
+        bail!("--side must be at least 2 pixels");
+    }
+    if image_size.0 == 0 || image_size.1 == 0 {
+        bail!("--image-size must be positive, e.g. 1024x768");
+    }
+    let json: serde_json::Value =
+        serde_json::from_str(text).context("the map is not valid JSON")?;
+    let obj = if json.get("map").is_some() {
+        &json["map"]
+    } else {
+        &json
+    };
+    let values = obj
+        .get("values")
+        .and_then(|v| v.as_array())
+        .context("the map has no `values` array (expected {\"rows\", \"cols\", \"values\"})")?;
+    let mut rows = Vec::with_capacity(values.len());
+    for (i, row) in values.iter().enumerate() {
+        let row = row
+            .as_array()
+            .with_context(|| format!("map row {i} is not an array"))?;
+        rows.push(
+            row.iter()
+                .map(|v| {
+                    if v.is_null() {
+                        Ok(f32::NAN)
+                    } else {
+                        v.as_f64()
+                            .map(|f| f as f32)
+                            .with_context(|| format!("map row {i} holds a non-number: {v}"))
+                    }
+                })
+                .collect::<Result<Vec<f32>>>()?,
+        );
+    }
+    let map = SaliencyMap::from_rows(&rows)?;
+    for (key, want) in [("rows", map.rows()), ("cols", map.cols())] {
+        if let Some(n) = obj.get(key).and_then(|v| v.as_u64()) {
+            if n as usize != want {
+                bail!("the map says {key} = {n} but its values have {want}");
+            }
+        }
+    }
+    Ok(AdaptiveWindow::new(side).select(&map, image_size))
+}
+
+/// Parses `WxH`.
+pub fn parse_size(s: &str) -> Result<(u32, u32)> {
+    let (w, h) = s
+        .split_once(['x', 'X'])
+        .with_context(|| format!("--image-size `{s}` is not WxH, e.g. 1024x768"))?;
+    let w: u32 = w
+        .trim()
+        .parse()
+        .with_context(|| format!("bad width in `{s}`"))?;
+    let h: u32 = h
+        .trim()
+        .parse()
+        .with_context(|| format!("bad height in `{s}`"))?;
+    Ok((w, h))
 }

@@ -2,3 +2,4 @@
 //! binary.
 
 pub mod commands;
+pub mod heatmap;

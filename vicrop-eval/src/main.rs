@@ -7,6 +7,7 @@ use std::process::ExitCode;
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand, ValueEnum};
 
+use vicrop_core::pipeline::Method;
 use vicrop_eval::commands;
 
 /// ViCrop: make multimodal LLMs see small details (MLLMs Know Where to Look, ICLR 2025).
@@ -21,6 +22,80 @@ struct Cli {
 enum Command {
     /// Answer a question about an image with a LLaVA-1.5 checkpoint (no cropping).
     Answer(AnswerArgs),
+    /// ViCrop: answer, find where the model looks, crop there, and answer again with both.
+    Crop(CropArgs),
+    /// Turn a saliency map (JSON) into a crop box with the reference's adaptive window.
+    Box(BoxArgs),
+}
+
+/// Map method.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum MethodArg {
+    /// Relative attention (question over general description).
+    RelAtt,
+    /// Attention weighted by the ReLU of its gradient.
+    GradAtt,
+    /// Input-gradient ratio, high-pass masked.
+    PureGrad,
+}
+
+#[derive(Debug, clap::Args)]
+struct CropArgs {
+    /// Model folder or cached hub id (as for `answer`).
+    #[arg(long)]
+    model: String,
+    /// Image file.
+    #[arg(long)]
+    image: PathBuf,
+    /// The question.
+    #[arg(long)]
+    question: String,
+    /// Map method.
+    #[arg(long, value_enum)]
+    method: MethodArg,
+    /// Tile the image into rows of at most 1024 px and stitch per-tile maps (for large images).
+    #[arg(long)]
+    high_res: bool,
+    /// LLM layer of the attention maps (default: 14 of 32, scaled to the model's depth).
+    #[arg(long)]
+    layer: Option<usize>,
+    /// Base crop side S in pixels (default: the vision encoder's input size, 336 for LLaVA-1.5).
+    #[arg(long)]
+    side: Option<u32>,
+    /// A shorter question for the map passes.
+    #[arg(long)]
+    short_question: Option<String>,
+    /// Most tokens per answer.
+    #[arg(long, default_value_t = 20)]
+    max_new_tokens: usize,
+    /// Where to run.
+    #[arg(long, value_enum, default_value_t = Device::Cpu)]
+    device: Device,
+    /// Compute dtype (default: f32 on CPU, bf16 on CUDA).
+    #[arg(long, value_enum)]
+    dtype: Option<Dtype>,
+    /// Print one JSON object.
+    #[arg(long)]
+    json: bool,
+    /// Write the crop to this PNG.
+    #[arg(long)]
+    save_crop: Option<PathBuf>,
+    /// Write the map over the image, with the box, to this PNG.
+    #[arg(long)]
+    save_heatmap: Option<PathBuf>,
+}
+
+#[derive(Debug, clap::Args)]
+struct BoxArgs {
+    /// JSON file holding {"rows", "cols", "values"} (or `vicrop crop --json` output).
+    #[arg(long)]
+    map: PathBuf,
+    /// Original image size, WxH.
+    #[arg(long)]
+    image_size: String,
+    /// Base crop side S in pixels.
+    #[arg(long, default_value_t = 336)]
+    side: u32,
 }
 
 /// Where to run.
@@ -93,6 +168,8 @@ fn init_tracing() {
 fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Answer(args) => answer(args),
+        Command::Crop(args) => crop(args),
+        Command::Box(args) => bbox(args),
     }
 }
 
@@ -132,5 +209,51 @@ fn answer(args: AnswerArgs) -> Result<()> {
     } else {
         writeln!(out, "{}", answer.text).context("writing to stdout")?;
     }
+    Ok(())
+}
+
+fn crop(args: CropArgs) -> Result<()> {
+    let dtype = dtype_for(args.device, args.dtype)?;
+    let request = commands::CropRequest {
+        model: args.model,
+        image: args.image,
+        question: args.question,
+        short_question: args.short_question,
+        method: match args.method {
+            MethodArg::RelAtt => Method::RelAtt,
+            MethodArg::GradAtt => Method::GradAtt,
+            MethodArg::PureGrad => Method::PureGrad,
+        },
+        high_res: args.high_res,
+        layer: args.layer,
+        side: args.side,
+        max_new_tokens: args.max_new_tokens,
+        dtype,
+        save_crop: args.save_crop,
+        save_heatmap: args.save_heatmap,
+    };
+    let outcome = match args.device {
+        Device::Cpu => commands::crop_cpu(&request)?,
+        Device::Cuda => commands::crop_cuda(&request)?,
+    };
+    let mut out = std::io::stdout().lock();
+    if args.json {
+        writeln!(out, "{}", commands::outcome_json(&outcome)).context("writing to stdout")?;
+    } else {
+        let b = outcome.bbox;
+        writeln!(out, "answer:      {}", outcome.answer.text).context("writing to stdout")?;
+        writeln!(out, "crop box:    [{}, {}, {}, {}]", b.x0, b.y0, b.x1, b.y1)?;
+        writeln!(out, "crop answer: {}", outcome.crop_answer.text)?;
+    }
+    Ok(())
+}
+
+fn bbox(args: BoxArgs) -> Result<()> {
+    let size = commands::parse_size(&args.image_size)?;
+    let text = std::fs::read_to_string(&args.map)
+        .with_context(|| format!("reading the map {}", args.map.display()))?;
+    let b = commands::box_from_json(&text, size, args.side)
+        .with_context(|| format!("in {}", args.map.display()))?;
+    println!("{}", serde_json::json!({"bbox": b.to_array()}));
     Ok(())
 }

@@ -119,14 +119,7 @@ fn check_config(name: &str) {
         let mut cache = llm.new_cache();
         let layer = info["attn_layer"].as_u64().expect("layer") as usize;
         let out = llm
-            .forward(
-                embeds.clone(),
-                &mut cache,
-                Some(Probe {
-                    layer,
-                    stop_after: false,
-                }),
-            )
+            .forward(embeds.clone(), &mut cache, Some(Probe::through(layer)))
             .expect("forward");
         let hidden = out.hidden.expect("hidden");
         let t = hidden.dims()[0];
