@@ -172,7 +172,7 @@ fn classify(e: image::ImageError, path: &Path) -> ImageLoadError {
         },
         image::ImageError::Limits(l) => ImageLoadError::Decode {
             path: path.to_path_buf(),
-            message: format!("exceeds the decode limits ({l})"),
+            message: format!("the image is too large for the decode limits ({l})"),
         },
         other => ImageLoadError::Decode {
             path: path.to_path_buf(),

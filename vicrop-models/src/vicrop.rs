@@ -362,10 +362,13 @@ impl<B: Backend> VicropModel for LlavaVicrop<B> {
     }
 
     fn prepare(&self, image: &RgbImage) -> Result<LlavaImage<B>> {
-        if image.width() == 0 || image.height() == 0 {
-            return Err(ModelError::InvalidInput(
-                "the image has zero width or height".into(),
-            ));
+        let patch = self.net().spec().vision.patch_size as u32;
+        if image.width() < patch || image.height() < patch {
+            return Err(ModelError::InvalidInput(format!(
+                "the image is {}x{} px; ViCrop needs at least one vision patch ({patch}x{patch} px)",
+                image.width(),
+                image.height()
+            )));
         }
         Ok(LlavaImage {
             image: image.clone(),
