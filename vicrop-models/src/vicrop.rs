@@ -63,6 +63,11 @@ impl<B: Backend> LlavaImage<B> {
     pub fn region(&self) -> Rect {
         self.region
     }
+
+    /// Drops the cached per-question attention rows (the per-image caches stay).
+    pub fn forget_questions(&mut self) {
+        self.qa_rows.clear();
+    }
 }
 
 impl<B: Backend> LlavaVicrop<B> {
