@@ -144,9 +144,19 @@ pub struct CropRequest {
     pub save_heatmap: Option<PathBuf>,
 }
 
+/// Wall-clock seconds of a `vicrop crop` run.
+#[derive(Debug, Clone, Copy, Default, PartialEq, serde::Serialize)]
+pub struct Timing {
+    /// Loading the model.
+    pub load_s: f64,
+    /// Preparing the image and running ViCrop (everything after loading).
+    pub run_s: f64,
+}
+
 /// The JSON object `vicrop crop --json` prints.
-pub fn outcome_json(o: &Outcome) -> serde_json::Value {
+pub fn outcome_json(o: &Outcome, timing: Timing) -> serde_json::Value {
     serde_json::json!({
+        "timing": timing,
         "method": o.method.name(),
         "high_res": o.high_res,
         "layer": o.layer,
@@ -179,7 +189,7 @@ pub fn map_json(map: &SaliencyMap) -> serde_json::Value {
 }
 
 /// Runs ViCrop on backend `B`.
-pub fn crop_on<B: Backend>(req: &CropRequest, device: &B::Device) -> Result<Outcome> {
+pub fn crop_on<B: Backend>(req: &CropRequest, device: &B::Device) -> Result<(Outcome, Timing)> {
     if req.question.trim().is_empty() {
         bail!("--question is empty");
     }
@@ -196,8 +206,11 @@ pub fn crop_on<B: Backend>(req: &CropRequest, device: &B::Device) -> Result<Outc
     let image = load_image(&req.image, &LoadLimits::default())?;
     let dir = resolve_model_dir(&req.model)?;
     let bar = spinner(&format!("loading {}", dir.display()));
+    let started = std::time::Instant::now();
     let model = LlavaModel::<B>::load(&dir, device, LoadOptions { dtype: req.dtype })
         .with_context(|| format!("loading the model from {}", dir.display()))?;
+    let load_s = started.elapsed().as_secs_f64();
+    let started = std::time::Instant::now();
     let mut pipeline = ViCrop::new(LlavaVicrop::new(model));
     pipeline.max_new_tokens = req.max_new_tokens;
     if let Some(side) = req.side {
@@ -213,6 +226,7 @@ pub fn crop_on<B: Backend>(req: &CropRequest, device: &B::Device) -> Result<Outc
         high_res: req.high_res,
     };
     let outcome = pipeline.run(&mut prepared, &question)?;
+    let run_s = started.elapsed().as_secs_f64();
     bar.finish_and_clear();
     if let Some(path) = &req.save_crop {
         let b = outcome.bbox;
@@ -226,31 +240,31 @@ pub fn crop_on<B: Backend>(req: &CropRequest, device: &B::Device) -> Result<Outc
             .save(path)
             .with_context(|| format!("writing the heatmap to {}", path.display()))?;
     }
-    Ok(outcome)
+    Ok((outcome, Timing { load_s, run_s }))
 }
 
 /// `vicrop crop` on the CPU.
 #[cfg(feature = "ndarray")]
-pub fn crop_cpu(req: &CropRequest) -> Result<Outcome> {
+pub fn crop_cpu(req: &CropRequest) -> Result<(Outcome, Timing)> {
     crop_on::<vicrop_models::backend::Cpu>(req, &Default::default())
 }
 
 /// `vicrop crop` on the CPU in a build without the CPU backend: a clear error.
 #[cfg(not(feature = "ndarray"))]
-pub fn crop_cpu(_req: &CropRequest) -> Result<Outcome> {
+pub fn crop_cpu(_req: &CropRequest) -> Result<(Outcome, Timing)> {
     bail!("--device cpu: this vicrop was built without the `ndarray` feature")
 }
 
 /// `vicrop crop` on CUDA GPU 0.
 #[cfg(feature = "cuda")]
-pub fn crop_cuda(req: &CropRequest) -> Result<Outcome> {
+pub fn crop_cuda(req: &CropRequest) -> Result<(Outcome, Timing)> {
     check_cuda()?;
     crop_on::<vicrop_models::backend::Gpu>(req, &Default::default())
 }
 
 /// `vicrop crop` on CUDA in a build without it: a clear error.
 #[cfg(not(feature = "cuda"))]
-pub fn crop_cuda(_req: &CropRequest) -> Result<Outcome> {
+pub fn crop_cuda(_req: &CropRequest) -> Result<(Outcome, Timing)> {
     bail!(
         "--device cuda: this vicrop was built without CUDA support; rebuild with `cargo build --release --features cuda`"
     )

@@ -232,13 +232,14 @@ fn crop(args: CropArgs) -> Result<()> {
         save_crop: args.save_crop,
         save_heatmap: args.save_heatmap,
     };
-    let outcome = match args.device {
+    let (outcome, timing) = match args.device {
         Device::Cpu => commands::crop_cpu(&request)?,
         Device::Cuda => commands::crop_cuda(&request)?,
     };
     let mut out = std::io::stdout().lock();
     if args.json {
-        writeln!(out, "{}", commands::outcome_json(&outcome)).context("writing to stdout")?;
+        writeln!(out, "{}", commands::outcome_json(&outcome, timing))
+            .context("writing to stdout")?;
     } else {
         let b = outcome.bbox;
         writeln!(out, "answer:      {}", outcome.answer.text).context("writing to stdout")?;

@@ -141,3 +141,41 @@ fn vicrop_matches_the_transformers_pipeline() {
         );
     }
 }
+
+#[test]
+fn a_prepared_image_serves_many_questions_with_the_same_maps() {
+    let model = LlavaModel::<Cpu>::load(
+        &fixture("llava-tiny-b"),
+        &Default::default(),
+        LoadOptions::default(),
+    )
+    .expect("model");
+    let pipeline = ViCrop::new(LlavaVicrop::new(model));
+    let img = load("chelsea");
+    let questions = ["What is the number on the bus?", "What color is the cat?"];
+    let mut shared = pipeline.prepare(&img).expect("prepare");
+    let mut costs = Vec::new();
+    for q in questions {
+        for method in [Method::RelAtt, Method::GradAtt] {
+            let question = Question::new(q, method);
+            let reused = pipeline.run(&mut shared, &question).expect("run");
+            let mut fresh_state = pipeline.prepare(&img).expect("prepare");
+            let fresh = pipeline.run(&mut fresh_state, &question).expect("run");
+            assert_eq!(
+                reused.map,
+                fresh.map,
+                "{q} {}: map differs when reusing the image",
+                method.name()
+            );
+            assert_eq!(reused.bbox, fresh.bbox);
+            assert_eq!(reused.answer, fresh.answer);
+            assert_eq!(reused.crop_answer, fresh.crop_answer);
+            costs.push((reused.cost.llm_positions, fresh.cost.llm_positions));
+        }
+    }
+    // The first run pays for the prefix; later ones reuse it (and the general map).
+    assert_eq!(costs[0].0, costs[0].1);
+    for (reused, fresh) in &costs[1..] {
+        assert!(reused < fresh, "{costs:?}");
+    }
+}
