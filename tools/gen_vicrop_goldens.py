@@ -2,7 +2,7 @@
 """Golden outputs of the ViCrop pipeline on the tiny LLaVA checkpoints, computed with
 transformers the way the ViCrop reference (saccharomycetes/mllms_know) does: full forwards
 with `output_attentions`, autograd, PIL/torchvision/scipy/skimage filters. Our own code,
-following shared/docs/method.md; run tools/gen_llava_fixtures.py first.
+following shared/docs/method.md; run tools/make_llava_fixtures.py first.
 
     tools/.venv/bin/python tools/gen_vicrop_goldens.py
 

@@ -57,11 +57,10 @@ impl<B: Backend> ClipVision<B> {
         let p = cfg.patch_size;
         let c = cfg.num_channels;
         let g = cfg.grid();
-        let patch: Tensor<B, 4> = ctx.tensor(
+        let patch_t = ctx.transposed(
             &format!("{prefix}.embeddings.patch_embedding.weight"),
-            [d, c, p, p],
+            &[d, c, p, p],
         )?;
-        let patch_t = patch.reshape([d, c * p * p]).transpose();
         let class_embedding = ctx.tensor(&format!("{prefix}.embeddings.class_embedding"), [d])?;
         let position_embedding = ctx.tensor(
             &format!("{prefix}.embeddings.position_embedding.weight"),

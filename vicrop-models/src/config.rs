@@ -725,14 +725,22 @@ mod tests {
     }
 
     #[test]
-    fn an_empty_config_is_llava_1_5_7b_shaped() {
+    fn an_empty_config_gets_llava_1_5_shapes_but_is_refused() {
+        // transformers' defaults: CLIP-L/336 vision tower, LLaMA-7B text model with 32,000
+        // ids; the default image token 32000 then lies outside the vocabulary, which
+        // transformers only discovers at the first forward.
         let path = Path::new("config.json");
         let cfg: LlavaConfig = parse_json("{}", path).expect("parses");
-        let spec = LlavaSpec::from_config(&cfg, path).expect("valid");
-        assert_eq!(spec.vision.hidden_size, 1024);
-        assert_eq!(spec.vision.num_hidden_layers, 24);
-        assert_eq!(spec.text.vocab_size, 32000);
-        assert_eq!(spec.image_tokens_per_image(), 576);
+        let vision = cfg
+            .vision_config
+            .clone()
+            .unwrap_or_else(ClipVisionConfig::llava_default);
+        assert_eq!(
+            (vision.hidden_size, vision.num_hidden_layers, vision.grid()),
+            (1024, 24, 24)
+        );
+        let err = LlavaSpec::from_config(&cfg, path).unwrap_err().to_string();
+        assert!(err.contains("image_token_index 32000"), "{err}");
     }
 
     #[test]

@@ -187,10 +187,12 @@ impl<B: Backend> Llama<B> {
         let head_name = format!("{prefix}.lm_head.weight");
         let lm_head_t = if cfg.tie_word_embeddings {
             ctx.ckpt.skip(&head_name);
-            embed.clone().transpose()
+            ctx.transposed(
+                &format!("{prefix}.model.embed_tokens.weight"),
+                &[cfg.vocab_size, d],
+            )?
         } else {
-            ctx.tensor::<2>(&head_name, [cfg.vocab_size, d])?
-                .transpose()
+            ctx.transposed(&head_name, &[cfg.vocab_size, d])?
         };
         let inv_freq = (0..hd / 2)
             .map(|i| {

@@ -25,6 +25,13 @@ impl<B: Backend> LoadCtx<'_, B> {
     pub fn tensor<const D: usize>(&self, name: &str, shape: [usize; D]) -> Result<Tensor<B, D>> {
         self.ckpt.load(name, shape, self.device, self.dtype)
     }
+
+    /// Loads `name` stored with `shape` and returns it transposed to `[rest, shape[0]]`,
+    /// contiguous.
+    pub fn transposed(&self, name: &str, shape: &[usize]) -> Result<Tensor<B, 2>> {
+        self.ckpt
+            .load_transposed(name, shape, self.device, self.dtype)
+    }
 }
 
 /// `y = x W^T + b`.
@@ -45,16 +52,13 @@ impl<B: Backend> Linear<B> {
         d_out: usize,
         bias: bool,
     ) -> Result<Self> {
-        let weight: Tensor<B, 2> = ctx.tensor(&format!("{prefix}.weight"), [d_out, d_in])?;
+        let weight_t = ctx.transposed(&format!("{prefix}.weight"), &[d_out, d_in])?;
         let bias = if bias {
             Some(ctx.tensor(&format!("{prefix}.bias"), [d_out])?)
         } else {
             None
         };
-        Ok(Self {
-            weight_t: weight.transpose(),
-            bias,
-        })
+        Ok(Self { weight_t, bias })
     }
 
     /// The same weights on an autodiff backend (no copy, not tracked).

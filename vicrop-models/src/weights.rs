@@ -201,6 +201,37 @@ impl Checkpoint {
         ))
     }
 
+    /// Loads a 2-D tensor stored as `[rows, cols]` and returns it transposed, `[cols, rows]`,
+    /// contiguous (transposed on the host once, so matmuls never copy a strided view).
+    /// `shape` is the stored shape; a higher-rank stored tensor is flattened to
+    /// `[shape[0], product of the rest]` first.
+    pub fn load_transposed<B: Backend>(
+        &self,
+        name: &str,
+        shape: &[usize],
+        device: &B::Device,
+        dtype: DType,
+    ) -> Result<Tensor<B, 2>> {
+        let data = self.load_data(name, shape)?;
+        let rows = shape[0];
+        let cols: usize = shape[1..].iter().product();
+        let elem = data.dtype.size();
+        let src = data.as_bytes();
+        let mut dst = vec![0u8; src.len()];
+        for r in 0..rows {
+            for c in 0..cols {
+                let from = (r * cols + c) * elem;
+                let to = (c * rows + r) * elem;
+                dst[to..to + elem].copy_from_slice(&src[from..from + elem]);
+            }
+        }
+        let data = TensorData::from_bytes_vec(dst, vec![cols, rows], data.dtype);
+        Ok(Tensor::from_data(
+            data.convert_dtype(dtype),
+            (device, dtype),
+        ))
+    }
+
     /// Loads a tensor as host data (its stored dtype), checking the shape.
     pub fn load_data(&self, name: &str, shape: &[usize]) -> Result<TensorData> {
         let entry = self

@@ -1,5 +1,5 @@
 //! Parity with Hugging Face transformers 4.47.1 (f32, eager attention) on the two tiny
-//! random checkpoints written by `tools/gen_llava_fixtures.py`.
+//! random checkpoints written by `tools/make_llava_fixtures.py`.
 //!
 //! Tolerances: token ids, resized uint8 pixels, pixel values and greedy continuations must be
 //! identical; vision features, projector outputs, hidden states, logits and attention rows
@@ -32,6 +32,14 @@ fn image(stem: &str) -> image::RgbImage {
     .expect("image")
 }
 
+fn sha256(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
 fn close(what: &str, ours: &[f32], golden: &Golden) {
     let (diff, mag) = max_abs_diff(ours, &golden.f32);
     println!("{what}: max |diff| = {diff:.3e} (max |ref| = {mag:.3})");
@@ -49,12 +57,14 @@ fn check_config(name: &str) {
             .expect("model loads");
     let proc = model.processor();
 
-    // Image processor: resized uint8 pixels and normalised values.
-    let mut n_u8 = 0;
-    for stem in meta["images"].as_object().expect("images").keys() {
+    // Image processor, every image: the resized uint8 pixels and the normalised f32 values
+    // must hash to the digests transformers' output has (bit-identical), and where the uint8
+    // image itself is stored, match it value by value.
+    let mut n_images = 0;
+    for (stem, info) in meta["images"].as_object().expect("images") {
         let img = image(stem);
+        let ours = proc.resize_and_crop(&img);
         if let Some(g) = goldens.get(&format!("resized_u8/{stem}")) {
-            let ours = proc.resize_and_crop(&img);
             assert_eq!(
                 vec![ours.height() as usize, ours.width() as usize, 3],
                 g.shape,
@@ -70,14 +80,22 @@ fn check_config(name: &str) {
                 mismatches, 0,
                 "{name} {stem}: {mismatches} uint8 values differ"
             );
-            n_u8 += 1;
         }
-        if let Some(g) = goldens.get(&format!("pixel_values/{stem}")) {
-            let (ours, _) = proc.preprocess(&img);
-            assert_eq!(ours, g.f32, "{name} {stem}: pixel values differ");
-        }
+        assert_eq!(
+            sha256(ours.as_raw()),
+            info["resized_u8_sha256"].as_str().expect("digest"),
+            "{name} {stem}: resized uint8 pixels differ from transformers'"
+        );
+        let (values, _) = proc.preprocess(&img);
+        let bytes: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+        assert_eq!(
+            sha256(&bytes),
+            info["pixel_values_sha256"].as_str().expect("digest"),
+            "{name} {stem}: pixel values differ from transformers'"
+        );
+        n_images += 1;
     }
-    assert!(n_u8 > 0);
+    assert!(n_images >= 8, "{name}: only {n_images} images checked");
 
     let net = model.net();
     let llm = net.llm();
@@ -134,8 +152,15 @@ fn check_config(name: &str) {
             &to_vec(logits_last),
             g("logits_last"),
         );
+        let pos = info["first_text_position"].as_u64().expect("pos") as usize;
+        if let Some(gh) = goldens.get(&format!("{case}/hidden_first_text")) {
+            close(
+                &format!("{name} {case} hidden_first_text"),
+                &to_vec(hidden.clone().narrow(0, pos, 1)),
+                gh,
+            );
+        }
         if let Some(gl) = goldens.get(&format!("{case}/logits_first_text")) {
-            let pos = info["first_text_position"].as_u64().expect("pos") as usize;
             let l = llm.logits(hidden.narrow(0, pos, 1));
             close(&format!("{name} {case} logits_first_text"), &to_vec(l), gl);
         }
