@@ -140,3 +140,26 @@ fn stitch_places_tiles_row_major() {
     assert_eq!(s.get(3, 0), 3.0);
     assert_eq!(s.get(3, 5), 5.0);
 }
+
+#[test]
+fn map_region_placement_follows_the_region() {
+    // A 451x300 image seen through a 300x300 centre crop (x 75..375): a hot top-left cell lies
+    // at x ~75 with MapRegion, at x ~0 with the reference's whole-image placement.
+    let mut v = vec![0.0f32; 576];
+    v[0] = 50.0;
+    let map = SaliencyMap::new(24, 24, v).expect("map").with_region(Rect {
+        x0: 75.0,
+        y0: 0.0,
+        x1: 375.0,
+        y1: 300.0,
+    });
+    let whole = AdaptiveWindow::new(100).select(&map, (451, 300));
+    let region = AdaptiveWindow::new(100)
+        .with_placement(MapPlacement::MapRegion)
+        .select(&map, (451, 300));
+    assert_eq!(whole.x0, 0, "{whole:?}");
+    assert!(
+        region.x0 > 0 && region.x0 <= 75 && region.x1 > 75,
+        "{region:?}"
+    );
+}

@@ -5,7 +5,10 @@ use std::path::PathBuf;
 use anyhow::{bail, Context, Result};
 use burn::tensor::{backend::Backend, DType};
 use vicrop_core::pipeline::{Method, Outcome, Question, ViCrop};
-use vicrop_core::{load_image, AdaptiveWindow, CropBox, CropSelector, LoadLimits, SaliencyMap};
+use vicrop_core::{
+    load_image, AdaptiveWindow, CropBox, CropSelector, LoadLimits, MapPlacement, SaliencyMap,
+    VicropModel,
+};
 use vicrop_models::{hub::resolve_model_dir, Answer, LlavaModel, LlavaVicrop, LoadOptions};
 
 /// Inputs of `vicrop answer`.
@@ -134,6 +137,8 @@ pub struct CropRequest {
     pub layer: Option<usize>,
     /// `--side`.
     pub side: Option<u32>,
+    /// `--placement`.
+    pub placement: MapPlacement,
     /// `--max-new-tokens`.
     pub max_new_tokens: usize,
     /// Compute dtype.
@@ -213,9 +218,8 @@ pub fn crop_on<B: Backend>(req: &CropRequest, device: &B::Device) -> Result<(Out
     let started = std::time::Instant::now();
     let mut pipeline = ViCrop::new(LlavaVicrop::new(model));
     pipeline.max_new_tokens = req.max_new_tokens;
-    if let Some(side) = req.side {
-        pipeline = pipeline.with_selector(AdaptiveWindow::new(side));
-    }
+    let side = req.side.unwrap_or_else(|| pipeline.model().input_side());
+    pipeline = pipeline.with_selector(AdaptiveWindow::new(side).with_placement(req.placement));
     bar.set_message(format!("ViCrop ({})", req.method.name()));
     let mut prepared = pipeline.prepare(&image)?;
     let question = Question {

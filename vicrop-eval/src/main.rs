@@ -39,6 +39,15 @@ enum MethodArg {
     PureGrad,
 }
 
+/// Map cell placement for the box search.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum PlacementArg {
+    /// Cells tile the whole image (the reference's behaviour).
+    WholeImage,
+    /// Cells tile the region the vision encoder saw (its centre crop).
+    MapRegion,
+}
+
 #[derive(Debug, clap::Args)]
 struct CropArgs {
     /// Model folder or cached hub id (as for `answer`).
@@ -65,6 +74,11 @@ struct CropArgs {
     /// A shorter question for the map passes.
     #[arg(long)]
     short_question: Option<String>,
+    /// Where map cells lie on the image when choosing the box: `whole-image` (the
+    /// reference, default) or `map-region` (the centre crop the encoder saw; geometrically
+    /// correct).
+    #[arg(long, value_enum, default_value_t = PlacementArg::WholeImage)]
+    placement: PlacementArg,
     /// Most tokens per answer.
     #[arg(long, default_value_t = 20)]
     max_new_tokens: usize,
@@ -227,6 +241,10 @@ fn crop(args: CropArgs) -> Result<()> {
         high_res: args.high_res,
         layer: args.layer,
         side: args.side,
+        placement: match args.placement {
+            PlacementArg::WholeImage => vicrop_core::MapPlacement::WholeImage,
+            PlacementArg::MapRegion => vicrop_core::MapPlacement::MapRegion,
+        },
         max_new_tokens: args.max_new_tokens,
         dtype,
         save_crop: args.save_crop,

@@ -155,6 +155,37 @@ fn crop_json_matches_the_goldens_and_writes_pictures() {
 }
 
 #[test]
+fn placement_map_region_runs() {
+    let model = fixture("llava-tiny-a");
+    let image = fixture("images/chelsea.png");
+    let out = vicrop(&[
+        "crop",
+        "--model",
+        s(&model),
+        "--image",
+        s(&image),
+        "--question",
+        "What?",
+        "--method",
+        "rel-att",
+        "--placement",
+        "map-region",
+        "--json",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    let b = ids(&json["bbox"]);
+    assert!(
+        b[0] < b[2] && b[1] < b[3] && b[2] <= 451 && b[3] <= 300,
+        "{b:?}"
+    );
+}
+
+#[test]
 fn crop_bad_input() {
     let model = fixture("llava-tiny-b");
     let image = fixture("images/small.png");
