@@ -408,8 +408,9 @@ impl<B: Backend> Llama<B> {
         let s = k.dims()[2];
         let k = repeat_kv(k, h / kvh);
         let v = repeat_kv(v, h / kvh);
+        // One new position sees every cached key: no mask to build.
         let causal = AttentionModuleOptions {
-            is_causal: true,
+            is_causal: t > 1,
             ..Default::default()
         };
         let (ctx, row) = if let Some(probe) = want_probe {
