@@ -372,6 +372,7 @@ def main() -> None:
     (OUT / "errors/huge_pixels.png").write_bytes(png_bytes([b"\x00" * 3], 20000, 20000, 8, 2))
 
     index["load"] = load_cases
+    (OUT / "README.md").write_text(README)
     tensors = dict(sorted(tensors.items()))
     save_file(tensors, OUT / "goldens.safetensors")
     (OUT / "index.json").write_text(json.dumps(index, indent=1) + "\n")
@@ -380,6 +381,23 @@ def main() -> None:
     print(f"{len(index['resize'])} resize cases ({n_raw} stored raw, {raw_total} bytes), "
           f"{len(load_cases)} load cases; {total / 1024:.0f} KiB in {OUT}")
 
+
+README = """# Pillow goldens
+
+Written by `tools/make_pil_goldens.py` (Pillow 11.0.0); do not edit by hand, rerun the script
+(reruns are byte-identical). Read by `vicrop-core/tests/pil_resize.rs` and `pil_load.rs`.
+
+- `inputs/`: resize inputs (`<name>_<w>x<h>.png`, RGB or L). Inputs named `synth_*` in
+  `index.json` are not stored: the script and the tests compute them with the same formula.
+- `load/`: files for `load_image`, one per mode / bit depth / format / orientation case.
+- `errors/`: files `load_image` must reject (zero width, huge headers).
+- `goldens.safetensors`: uint8 `[H, W, C]` tensors. `bicubic|bilinear/<input>/<w>x<h>` =
+  `Image.resize((w, h), resample, reducing_gap=None)` (outputs up to `raw_max_bytes`; the
+  others are checked by CRC-32), `load/<file>` = `ImageOps.exif_transpose(Image.open(f))
+  .convert("RGB")`.
+- `index.json`: every case with its size and the CRC-32 of the output bytes; load cases say
+  whether they must be exact (all but JPEG) or the JPEG tolerance.
+"""
 
 # Largest |Pillow - image crate| per channel allowed for the JPEG cases (measured, see
 # vicrop-core/tests/pil_load.rs; photos give at most 4).

@@ -3,15 +3,16 @@
 
 pub mod crop;
 pub mod filters;
-pub mod imageio;
 pub mod map;
+pub mod pil;
 pub mod pipeline;
-pub mod resample;
 pub mod tiling;
 
 pub use crop::{AdaptiveWindow, CropBox, CropSelector, MapPlacement};
-pub use imageio::{decode_image_bytes, load_image, ImageLoadError, LoadLimits};
 pub use map::{Rect, SaliencyMap};
+pub use pil::{
+    decode_image_bytes, load_image, resize_luma8, resize_rgb8, to_rgb8, Filter, ImageLoadError,
+    LoadLimits,
+};
 pub use pipeline::{Answer, Cost, Method, Outcome, Question, ViCrop, VicropModel};
-pub use resample::{resize_luma8, resize_rgb8, Filter};
 pub use tiling::TileGrid;

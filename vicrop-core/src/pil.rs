@@ -52,6 +52,7 @@
 //!   first frame does not cover the logical screen, the uncovered area is black here while
 //!   Pillow fills it from the palette.
 
+use std::borrow::Cow;
 use std::fmt;
 use std::fs::File;
 use std::io::{BufRead, BufReader, Cursor, Seek, SeekFrom};
@@ -250,25 +251,25 @@ fn resample<const C: usize>(
     (out_w, out_h): (usize, usize),
     filter: Filter,
 ) -> Vec<u8> {
-    let need_h = out_w != w;
-    let need_v = out_h != h;
-    let vert = AxisWeights::new(h, out_h, filter);
-    let (first, last) = vert.span();
-    let mut vert = vert;
-    let (tmp, tmp_w) = if need_h {
-        // Only the rows the vertical pass reads; shift its indices accordingly.
+    let mut vert = AxisWeights::new(h, out_h, filter);
+    // Horizontal pass (skipped when the width is unchanged), over the rows the vertical pass
+    // reads; the vertical indices are then relative to the first of them.
+    let (tmp, tmp_w) = if out_w != w {
+        let (first, last) = vert.span();
         let horiz = AxisWeights::new(w, out_w, filter);
         for s in &mut vert.start {
             *s -= first;
         }
-        (horizontal::<C>(src, w, first..last, &horiz, out_w), out_w)
+        let rows = horizontal::<C>(src, w, first..last, &horiz, out_w);
+        (Cow::Owned(rows), out_w)
     } else {
-        (src.to_vec(), w)
+        (Cow::Borrowed(src), w)
     };
-    if need_v {
+    // Vertical pass (skipped when the height is unchanged).
+    if out_h != h {
         vertical(&tmp, tmp_w * C, &vert, out_h)
     } else {
-        tmp
+        tmp.into_owned()
     }
 }
 

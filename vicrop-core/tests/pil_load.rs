@@ -2,11 +2,7 @@
 //! `ImageOps.exif_transpose(Image.open(f)).convert("RGB")`, and every load error.
 //! Goldens: `tests/fixtures/pil/` from `tools/make_pil_goldens.py`.
 
-// The module is compiled into this test directly, so the test does not depend on how
-// `lib.rs` re-exports it.
-#[allow(dead_code)]
-#[path = "../src/pil.rs"]
-mod pil;
+use vicrop_core::pil;
 
 use std::path::{Path, PathBuf};
 

@@ -2,11 +2,7 @@
 //! every case must be bit-identical. Goldens: `tests/fixtures/pil/` from
 //! `tools/make_pil_goldens.py`.
 
-// The module is compiled into this test directly, so the test does not depend on how
-// `lib.rs` re-exports it.
-#[allow(dead_code)]
-#[path = "../src/pil.rs"]
-mod pil;
+use vicrop_core::pil;
 
 use std::collections::HashMap;
 use std::path::PathBuf;

@@ -9,7 +9,7 @@ use std::path::Path;
 
 use burn::tensor::{backend::Backend, DType, Tensor, TensorData};
 use image::RgbImage;
-use vicrop_core::resample::{resize_rgb8, Filter};
+use vicrop_core::pil::{resize_rgb8, Filter};
 
 use crate::config::{PreprocessorConfig, SizeSpec, CLIP_MEAN, CLIP_STD};
 use crate::error::{ModelError, Result};

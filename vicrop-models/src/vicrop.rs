@@ -19,8 +19,8 @@ use burn::backend::Autodiff;
 use burn::tensor::{activation, backend::Backend, DType, Tensor};
 use image::RgbImage;
 use vicrop_core::filters::{block_mean, high_pass_mask, Plane};
+use vicrop_core::pil::{resize_rgb8, Filter};
 use vicrop_core::pipeline::{Answer, Cost, Method, RunShape, VicropModel};
-use vicrop_core::resample::{resize_rgb8, Filter};
 use vicrop_core::{Rect, SaliencyMap};
 
 use crate::error::{ModelError, Result};
