@@ -51,23 +51,54 @@ pub fn answer_on<B: Backend>(req: &AnswerRequest, device: &B::Device) -> Result<
     Ok(answer)
 }
 
-/// `vicrop answer` on the CPU.
-#[cfg(feature = "ndarray")]
-pub fn answer_cpu(req: &AnswerRequest) -> Result<Answer> {
-    answer_on::<vicrop_models::backend::Cpu>(req, &Default::default())
+/// Where a command runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeviceKind {
+    /// burn-ndarray on the CPU.
+    Cpu,
+    /// burn-cuda on GPU 0.
+    Cuda,
 }
 
-/// `vicrop answer` on the CPU in a build without the CPU backend: a clear error.
-#[cfg(not(feature = "ndarray"))]
-pub fn answer_cpu(_req: &AnswerRequest) -> Result<Answer> {
-    bail!("--device cpu: this vicrop was built without the `ndarray` feature")
+/// A command that can run on any backend.
+pub trait BackendJob {
+    /// What it returns.
+    type Output;
+    /// Runs on backend `B`.
+    fn run<B: Backend>(&self, device: &B::Device) -> Result<Self::Output>;
 }
 
-/// `vicrop answer` on CUDA GPU 0.
-#[cfg(feature = "cuda")]
-pub fn answer_cuda(req: &AnswerRequest) -> Result<Answer> {
-    check_cuda()?;
-    answer_on::<vicrop_models::backend::Gpu>(req, &Default::default())
+impl BackendJob for AnswerRequest {
+    type Output = Answer;
+    fn run<B: Backend>(&self, device: &B::Device) -> Result<Answer> {
+        answer_on::<B>(self, device)
+    }
+}
+
+impl BackendJob for CropRequest {
+    type Output = (Outcome, Timing);
+    fn run<B: Backend>(&self, device: &B::Device) -> Result<(Outcome, Timing)> {
+        crop_on::<B>(self, device)
+    }
+}
+
+/// Runs `job` on the chosen device, with a clear error when this build lacks its backend.
+pub fn run_on<J: BackendJob>(kind: DeviceKind, job: &J) -> Result<J::Output> {
+    match kind {
+        #[cfg(feature = "ndarray")]
+        DeviceKind::Cpu => job.run::<vicrop_models::backend::Cpu>(&Default::default()),
+        #[cfg(not(feature = "ndarray"))]
+        DeviceKind::Cpu => bail!("--device cpu: this vicrop was built without the `ndarray` feature"),
+        #[cfg(feature = "cuda")]
+        DeviceKind::Cuda => {
+            check_cuda()?;
+            job.run::<vicrop_models::backend::Gpu>(&Default::default())
+        }
+        #[cfg(not(feature = "cuda"))]
+        DeviceKind::Cuda => bail!(
+            "--device cuda: this vicrop was built without CUDA support; rebuild with `cargo build --release --features cuda`"
+        ),
+    }
 }
 
 /// Checks that CUDA GPU 0 can run a kernel, turning the backend's panic (no driver, no
@@ -108,14 +139,6 @@ pub fn check_cuda() -> Result<()> {
             bail!("--device cuda: CUDA GPU 0 is not usable: {short}")
         }
     }
-}
-
-/// `vicrop answer` on CUDA in a build without it: a clear error.
-#[cfg(not(feature = "cuda"))]
-pub fn answer_cuda(_req: &AnswerRequest) -> Result<Answer> {
-    bail!(
-        "--device cuda: this vicrop was built without CUDA support; rebuild with `cargo build --release --features cuda`"
-    )
 }
 
 /// Inputs of `vicrop crop`.
@@ -245,33 +268,6 @@ pub fn crop_on<B: Backend>(req: &CropRequest, device: &B::Device) -> Result<(Out
             .with_context(|| format!("writing the heatmap to {}", path.display()))?;
     }
     Ok((outcome, Timing { load_s, run_s }))
-}
-
-/// `vicrop crop` on the CPU.
-#[cfg(feature = "ndarray")]
-pub fn crop_cpu(req: &CropRequest) -> Result<(Outcome, Timing)> {
-    crop_on::<vicrop_models::backend::Cpu>(req, &Default::default())
-}
-
-/// `vicrop crop` on the CPU in a build without the CPU backend: a clear error.
-#[cfg(not(feature = "ndarray"))]
-pub fn crop_cpu(_req: &CropRequest) -> Result<(Outcome, Timing)> {
-    bail!("--device cpu: this vicrop was built without the `ndarray` feature")
-}
-
-/// `vicrop crop` on CUDA GPU 0.
-#[cfg(feature = "cuda")]
-pub fn crop_cuda(req: &CropRequest) -> Result<(Outcome, Timing)> {
-    check_cuda()?;
-    crop_on::<vicrop_models::backend::Gpu>(req, &Default::default())
-}
-
-/// `vicrop crop` on CUDA in a build without it: a clear error.
-#[cfg(not(feature = "cuda"))]
-pub fn crop_cuda(_req: &CropRequest) -> Result<(Outcome, Timing)> {
-    bail!(
-        "--device cuda: this vicrop was built without CUDA support; rebuild with `cargo build --release --features cuda`"
-    )
 }
 
 /// `vicrop box`: reads a map (`{"rows", "cols", "values"}`, or an object holding one under

@@ -50,15 +50,8 @@ enum PlacementArg {
 
 #[derive(Debug, clap::Args)]
 struct CropArgs {
-    /// Model folder or cached hub id (as for `answer`).
-    #[arg(long)]
-    model: String,
-    /// Image file.
-    #[arg(long)]
-    image: PathBuf,
-    /// The question.
-    #[arg(long)]
-    question: String,
+    #[command(flatten)]
+    common: ModelArgs,
     /// Map method.
     #[arg(long, value_enum)]
     method: MethodArg,
@@ -79,18 +72,6 @@ struct CropArgs {
     /// correct).
     #[arg(long, value_enum, default_value_t = PlacementArg::WholeImage)]
     placement: PlacementArg,
-    /// Most tokens per answer.
-    #[arg(long, default_value_t = 20)]
-    max_new_tokens: usize,
-    /// Where to run.
-    #[arg(long, value_enum, default_value_t = Device::Cpu)]
-    device: Device,
-    /// Compute dtype (default: f32 on CPU, bf16 on CUDA).
-    #[arg(long, value_enum)]
-    dtype: Option<Dtype>,
-    /// Print one JSON object.
-    #[arg(long)]
-    json: bool,
     /// Write the crop to this PNG.
     #[arg(long)]
     save_crop: Option<PathBuf>,
@@ -132,8 +113,9 @@ enum Dtype {
     F16,
 }
 
+/// Flags shared by the commands that run a model.
 #[derive(Debug, clap::Args)]
-struct AnswerArgs {
+struct ModelArgs {
     /// Model folder (as `save_pretrained` writes it, or a hub snapshot folder), or a hub id
     /// such as `llava-hf/llava-1.5-7b-hf` already in the local Hugging Face cache.
     #[arg(long)]
@@ -144,7 +126,7 @@ struct AnswerArgs {
     /// The question.
     #[arg(long)]
     question: String,
-    /// Most tokens to generate.
+    /// Most tokens to generate per answer.
     #[arg(long, default_value_t = 20)]
     max_new_tokens: usize,
     /// Where to run.
@@ -153,9 +135,24 @@ struct AnswerArgs {
     /// Compute dtype (default: f32 on CPU, bf16 on CUDA).
     #[arg(long, value_enum)]
     dtype: Option<Dtype>,
-    /// Print one JSON object instead of the plain answer.
+    /// Print one JSON object instead of plain text.
     #[arg(long)]
     json: bool,
+}
+
+impl Device {
+    fn kind(self) -> commands::DeviceKind {
+        match self {
+            Device::Cpu => commands::DeviceKind::Cpu,
+            Device::Cuda => commands::DeviceKind::Cuda,
+        }
+    }
+}
+
+#[derive(Debug, clap::Args)]
+struct AnswerArgs {
+    #[command(flatten)]
+    common: ModelArgs,
 }
 
 fn main() -> ExitCode {
@@ -201,20 +198,17 @@ fn dtype_for(device: Device, dtype: Option<Dtype>) -> Result<burn::tensor::DType
 }
 
 fn answer(args: AnswerArgs) -> Result<()> {
-    let dtype = dtype_for(args.device, args.dtype)?;
+    let dtype = dtype_for(args.common.device, args.common.dtype)?;
     let request = commands::AnswerRequest {
-        model: args.model,
-        image: args.image,
-        question: args.question,
-        max_new_tokens: args.max_new_tokens,
+        model: args.common.model,
+        image: args.common.image,
+        question: args.common.question,
+        max_new_tokens: args.common.max_new_tokens,
         dtype,
     };
-    let answer = match args.device {
-        Device::Cpu => commands::answer_cpu(&request)?,
-        Device::Cuda => commands::answer_cuda(&request)?,
-    };
+    let answer = commands::run_on(args.common.device.kind(), &request)?;
     let mut out = std::io::stdout().lock();
-    if args.json {
+    if args.common.json {
         let json = serde_json::json!({
             "answer": answer.text,
             "answer_token_ids": answer.token_ids,
@@ -227,11 +221,11 @@ fn answer(args: AnswerArgs) -> Result<()> {
 }
 
 fn crop(args: CropArgs) -> Result<()> {
-    let dtype = dtype_for(args.device, args.dtype)?;
+    let dtype = dtype_for(args.common.device, args.common.dtype)?;
     let request = commands::CropRequest {
-        model: args.model,
-        image: args.image,
-        question: args.question,
+        model: args.common.model,
+        image: args.common.image,
+        question: args.common.question,
         short_question: args.short_question,
         method: match args.method {
             MethodArg::RelAtt => Method::RelAtt,
@@ -245,17 +239,14 @@ fn crop(args: CropArgs) -> Result<()> {
             PlacementArg::WholeImage => vicrop_core::MapPlacement::WholeImage,
             PlacementArg::MapRegion => vicrop_core::MapPlacement::MapRegion,
         },
-        max_new_tokens: args.max_new_tokens,
+        max_new_tokens: args.common.max_new_tokens,
         dtype,
         save_crop: args.save_crop,
         save_heatmap: args.save_heatmap,
     };
-    let (outcome, timing) = match args.device {
-        Device::Cpu => commands::crop_cpu(&request)?,
-        Device::Cuda => commands::crop_cuda(&request)?,
-    };
+    let (outcome, timing) = commands::run_on(args.common.device.kind(), &request)?;
     let mut out = std::io::stdout().lock();
-    if args.json {
+    if args.common.json {
         writeln!(out, "{}", commands::outcome_json(&outcome, timing))
             .context("writing to stdout")?;
     } else {

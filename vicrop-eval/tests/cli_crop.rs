@@ -1,32 +1,9 @@
 //! `vicrop crop` and `vicrop box` end to end: the JSON contract against the transformers
 //! goldens, saved pictures, and bad input.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+mod common;
 
-fn fixture(rel: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../tests/fixtures")
-        .join(rel)
-}
-
-fn vicrop(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_vicrop"))
-        .args(args)
-        .output()
-        .expect("run vicrop")
-}
-
-fn s(p: &Path) -> &str {
-    p.to_str().expect("utf8 path")
-}
-
-fn assert_clean_failure(out: &Output, needle: &str) {
-    assert!(!out.status.success(), "expected failure");
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains(needle), "stderr lacks {needle:?}: {stderr}");
-    assert!(!stderr.contains("panicked"), "panic: {stderr}");
-}
+use common::{assert_clean_failure, fixture, s, vicrop};
 
 fn ids(v: &serde_json::Value) -> Vec<u64> {
     v.as_array()
