@@ -51,6 +51,8 @@ pub struct LlavaImage<B: Backend> {
     qa_rows: HashMap<(String, usize), Vec<f32>>,
     general_rows: HashMap<usize, Vec<f32>>,
     general_grad: Option<Vec<f32>>,
+    /// pure-grad's high-pass mask (depends on the image only).
+    high_pass: Option<Vec<bool>>,
 }
 
 impl<B: Backend> LlavaImage<B> {
@@ -300,8 +302,13 @@ impl<B: Backend> LlavaVicrop<B> {
         let side = self.net().spec().vision.image_size as u32;
         // The reference's mask comes from the WHOLE image resized to R x R (not the centre
         // crop the gradients live on): reproduced for parity.
-        let small = resize_rgb8(&img.image, side, side, Filter::Bilinear);
-        let (_, mask) = high_pass_mask(&small);
+        let mask = img
+            .high_pass
+            .get_or_insert_with(|| {
+                let small = resize_rgb8(&img.image, side, side, Filter::Bilinear);
+                high_pass_mask(&small).1
+            })
+            .clone();
         let n = side as usize;
         let data: Vec<f32> = qa
             .iter()
@@ -382,6 +389,7 @@ impl<B: Backend> VicropModel for LlavaVicrop<B> {
             qa_rows: HashMap::new(),
             general_rows: HashMap::new(),
             general_grad: None,
+            high_pass: None,
         })
     }
 
