@@ -4,7 +4,7 @@ mod common;
 
 use std::process::Command;
 
-use common::{fixture, vicrop};
+use common::{fixture, s, vicrop};
 
 fn answer_args<'a>(model: &'a str, image: &'a str, question: &'a str) -> Vec<&'a str> {
     vec![
@@ -44,8 +44,8 @@ fn json_contract_on_both_tiny_checkpoints() {
         let model = fixture(config);
         let image = fixture("images/chelsea.png");
         let out = vicrop(&answer_args(
-            model.to_str().expect("utf8"),
-            image.to_str().expect("utf8"),
+            s(&model),
+            s(&image),
             "What is the number on the bus?",
         ));
         let stderr = String::from_utf8_lossy(&out.stderr);
@@ -77,9 +77,9 @@ fn max_new_tokens_and_plain_output() {
     let out = vicrop(&[
         "answer",
         "--model",
-        model.to_str().expect("utf8"),
+        s(&model),
         "--image",
-        image.to_str().expect("utf8"),
+        s(&image),
         "--question",
         "What is it?",
         "--max-new-tokens",
@@ -112,11 +112,7 @@ fn hub_id_from_the_local_cache() {
         .env("HF_HOME", home.path())
         .env_remove("HF_HUB_CACHE")
         .env_remove("HUGGINGFACE_HUB_CACHE")
-        .args(answer_args(
-            "tiny-org/llava-tiny-b",
-            image.to_str().expect("utf8"),
-            "What?",
-        ))
+        .args(answer_args("tiny-org/llava-tiny-b", s(&image), "What?"))
         .output()
         .expect("run");
     assert!(
@@ -127,11 +123,7 @@ fn hub_id_from_the_local_cache() {
 
     let out = Command::new(env!("CARGO_BIN_EXE_vicrop"))
         .env("HF_HOME", home.path())
-        .args(answer_args(
-            "tiny-org/not-there",
-            image.to_str().expect("utf8"),
-            "What?",
-        ))
+        .args(answer_args("tiny-org/not-there", s(&image), "What?"))
         .output()
         .expect("run");
     assert_clean_failure(&out, "local Hugging Face cache");
@@ -140,22 +132,14 @@ fn hub_id_from_the_local_cache() {
 #[test]
 fn missing_model_folder() {
     let image = fixture("images/small.png");
-    let out = vicrop(&answer_args(
-        "/no/such/model",
-        image.to_str().expect("utf8"),
-        "What?",
-    ));
+    let out = vicrop(&answer_args("/no/such/model", s(&image), "What?"));
     assert_clean_failure(&out, "/no/such/model");
 }
 
 #[test]
 fn missing_image() {
     let model = fixture("llava-tiny-b");
-    let out = vicrop(&answer_args(
-        model.to_str().expect("utf8"),
-        "/no/such/image.png",
-        "What?",
-    ));
+    let out = vicrop(&answer_args(s(&model), "/no/such/image.png", "What?"));
     assert_clean_failure(&out, "/no/such/image.png");
 }
 
@@ -168,11 +152,7 @@ fn zero_sized_and_garbage_images() {
     std::fs::write(&garbage, b"this is not an image at all").expect("write");
     let model = fixture("llava-tiny-b");
     for img in [&empty, &garbage] {
-        let out = vicrop(&answer_args(
-            model.to_str().expect("utf8"),
-            img.to_str().expect("utf8"),
-            "What?",
-        ));
+        let out = vicrop(&answer_args(s(&model), s(img), "What?"));
         assert_clean_failure(
             &out,
             img.file_name().and_then(|n| n.to_str()).expect("name"),
@@ -184,11 +164,7 @@ fn zero_sized_and_garbage_images() {
 fn empty_question() {
     let model = fixture("llava-tiny-b");
     let image = fixture("images/small.png");
-    let out = vicrop(&answer_args(
-        model.to_str().expect("utf8"),
-        image.to_str().expect("utf8"),
-        "  ",
-    ));
+    let out = vicrop(&answer_args(s(&model), s(&image), "  "));
     assert_clean_failure(&out, "question");
 }
 
@@ -203,7 +179,7 @@ fn malformed_config() {
     let image = fixture("images/small.png");
     let out = vicrop(&answer_args(
         dir.path().to_str().expect("utf8"),
-        image.to_str().expect("utf8"),
+        s(&image),
         "What?",
     ));
     assert_clean_failure(&out, "config.json");
@@ -214,11 +190,7 @@ fn malformed_config() {
 fn cuda_without_cuda_support() {
     let model = fixture("llava-tiny-b");
     let image = fixture("images/small.png");
-    let mut args = answer_args(
-        model.to_str().expect("utf8"),
-        image.to_str().expect("utf8"),
-        "What?",
-    );
+    let mut args = answer_args(s(&model), s(&image), "What?");
     args.extend(["--device", "cuda"]);
     let out = vicrop(&args);
     assert_clean_failure(&out, "without CUDA");
@@ -228,11 +200,7 @@ fn cuda_without_cuda_support() {
 fn dtype_not_available_on_cpu() {
     let model = fixture("llava-tiny-b");
     let image = fixture("images/small.png");
-    let mut args = answer_args(
-        model.to_str().expect("utf8"),
-        image.to_str().expect("utf8"),
-        "What?",
-    );
+    let mut args = answer_args(s(&model), s(&image), "What?");
     args.extend(["--dtype", "bf16"]);
     let out = vicrop(&args);
     assert_clean_failure(&out, "f32");

@@ -228,12 +228,7 @@ fn huge_image_is_refused_before_decoding() {
     // A PNG header claiming 30000 x 30000 px: refused by the decode limits, not an OOM kill.
     let tmp = tempfile::tempdir().expect("tmp");
     let big = tmp.path().join("big.png");
-    let mut enc = Vec::new();
-    {
-        let mut e = png_header(30_000, 30_000);
-        enc.append(&mut e);
-    }
-    std::fs::write(&big, enc).expect("write");
+    std::fs::write(&big, png_header(30_000, 30_000)).expect("write");
     let model = fixture("llava-tiny-b");
     let out = vicrop(&[
         "crop",
