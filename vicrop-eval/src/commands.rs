@@ -35,16 +35,27 @@ pub fn spinner(message: &str) -> indicatif::ProgressBar {
     bar
 }
 
+/// Resolves `--model` and loads it on backend `B`, with a spinner that stays up for the
+/// caller's next step.
+fn load_model<B: Backend>(
+    model: &str,
+    device: &B::Device,
+    dtype: DType,
+) -> Result<(LlavaModel<B>, indicatif::ProgressBar)> {
+    let dir = resolve_model_dir(model)?;
+    let bar = spinner(&format!("loading {}", dir.display()));
+    let model = LlavaModel::<B>::load(&dir, device, LoadOptions { dtype })
+        .with_context(|| format!("loading the model from {}", dir.display()))?;
+    Ok((model, bar))
+}
+
 /// Answers on backend `B`.
 pub fn answer_on<B: Backend>(req: &AnswerRequest, device: &B::Device) -> Result<Answer> {
     if req.question.trim().is_empty() {
         bail!("--question is empty");
     }
     let image = load_image(&req.image, &LoadLimits::default())?;
-    let dir = resolve_model_dir(&req.model)?;
-    let bar = spinner(&format!("loading {}", dir.display()));
-    let model = LlavaModel::<B>::load(&dir, device, LoadOptions { dtype: req.dtype })
-        .with_context(|| format!("loading the model from {}", dir.display()))?;
+    let (model, bar) = load_model::<B>(&req.model, device, req.dtype)?;
     bar.set_message("answering");
     let answer = model.answer(&[&image], &req.question, req.max_new_tokens)?;
     bar.finish_and_clear();
@@ -232,11 +243,8 @@ pub fn crop_on<B: Backend>(req: &CropRequest, device: &B::Device) -> Result<(Out
         bail!("--side must be at least 2 pixels");
     }
     let image = load_image(&req.image, &LoadLimits::default())?;
-    let dir = resolve_model_dir(&req.model)?;
-    let bar = spinner(&format!("loading {}", dir.display()));
     let started = std::time::Instant::now();
-    let model = LlavaModel::<B>::load(&dir, device, LoadOptions { dtype: req.dtype })
-        .with_context(|| format!("loading the model from {}", dir.display()))?;
+    let (model, bar) = load_model::<B>(&req.model, device, req.dtype)?;
     let load_s = started.elapsed().as_secs_f64();
     let started = std::time::Instant::now();
     let mut pipeline = ViCrop::new(LlavaVicrop::new(model));

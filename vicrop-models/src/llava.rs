@@ -369,36 +369,39 @@ impl<B: Backend> LlavaModel<B> {
         max_new_tokens: usize,
         probe_layer: Option<usize>,
     ) -> Result<(Generation, Option<Tensor<B, 2>>)> {
+        if max_new_tokens == 0 && probe_layer.is_none() {
+            return Ok((
+                Generation {
+                    token_ids: Vec::new(),
+                    stopped_at_eos: false,
+                },
+                None,
+            ));
+        }
+        let mut out = self
+            .net
+            .llm
+            .forward(embeds, cache, probe_layer.map(Probe::through))?;
+        let row = out.probe.take();
         let mut token_ids = Vec::new();
-        let mut row = None;
-        let mut input = embeds;
-        let mut probe = probe_layer.map(Probe::through);
-        let stopped_at_eos = loop {
-            if token_ids.len() >= max_new_tokens && probe.is_none() {
-                break false;
-            }
-            let out = self.net.llm.forward(input, cache, probe.take())?;
-            if out.probe.is_some() {
-                row = out.probe;
-            }
-            if token_ids.len() >= max_new_tokens {
-                break false;
-            }
+        let mut stopped_at_eos = false;
+        while token_ids.len() < max_new_tokens {
             let hidden = out
                 .hidden
+                .take()
                 .ok_or_else(|| ModelError::InvalidInput("decoder stopped early".into()))?;
             let t = hidden.dims()[0];
-            let logits = self.net.llm.logits(hidden.narrow(0, t - 1, 1));
-            let next = argmax_host(logits)?;
+            let next = argmax_host(self.net.llm.logits(hidden.narrow(0, t - 1, 1)))?;
             if self.eos.contains(&next) {
-                break true;
+                stopped_at_eos = true;
+                break;
             }
             token_ids.push(next);
-            if token_ids.len() >= max_new_tokens {
-                break false;
+            if token_ids.len() < max_new_tokens {
+                let input = self.net.llm.embed_ids(&[next])?.unsqueeze();
+                out = self.net.llm.forward(input, cache, None)?;
             }
-            input = self.net.llm.embed_ids(&[next])?.unsqueeze();
-        };
+        }
         Ok((
             Generation {
                 token_ids,

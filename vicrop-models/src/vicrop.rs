@@ -25,7 +25,7 @@ use vicrop_core::{Rect, SaliencyMap};
 
 use crate::error::{ModelError, Result};
 use crate::llama::{KvCache, Probe};
-use crate::llava::{argmax_host, Llava, LlavaModel};
+use crate::llava::{argmax_host, Generation, Llava, LlavaModel};
 use crate::processor::resize_size;
 
 /// The general-description question used for relative maps.
@@ -169,6 +169,18 @@ impl<B: Backend> LlavaVicrop<B> {
         let pos = self.patch_positions(prefix_len);
         let mean = row.narrow(1, pos.start, pos.len()).mean_dim(0);
         host(mean)
+    }
+
+    /// Counts a generation's work (a prefill of `prefill` positions on the shared prefix,
+    /// then one position per further decoding step) and decodes it into an [`Answer`].
+    fn finish(&self, generation: Generation, prefill: usize) -> Result<Answer> {
+        let answer = Answer {
+            text: self.model.decode(&generation.token_ids)?,
+            token_ids: generation.token_ids,
+            stopped_at_eos: generation.stopped_at_eos,
+        };
+        self.count(prefill + answer.steps().saturating_sub(1), self.layers());
+        Ok(answer)
     }
 
     /// The shared `[BOS, image tokens]` KV cache, computed on first use.
@@ -411,17 +423,11 @@ impl<B: Backend> VicropModel for LlavaVicrop<B> {
         let (generation, row) =
             self.model
                 .generate_probed(embeds, &mut cache, max_new_tokens, probe_layer)?;
-        let steps = generation.token_ids.len() + usize::from(generation.stopped_at_eos);
-        self.count(suffix.len() + steps.saturating_sub(1), self.layers());
         if let (Some(layer), Some(row)) = (probe_layer, row) {
             let values = self.patch_row(row, prefix_len)?;
             img.qa_rows.insert((question.to_string(), layer), values);
         }
-        Ok(Answer {
-            text: self.model.decode(&generation.token_ids)?,
-            token_ids: generation.token_ids,
-            stopped_at_eos: generation.stopped_at_eos,
-        })
+        self.finish(generation, suffix.len())
     }
 
     fn saliency(
@@ -431,16 +437,8 @@ impl<B: Backend> VicropModel for LlavaVicrop<B> {
         method: Method,
         layer: usize,
     ) -> Result<SaliencyMap> {
-        if question.trim().is_empty() {
-            return Err(ModelError::InvalidInput("the question is empty".into()));
-        }
-        if layer >= self.layers() {
-            return Err(ModelError::InvalidInput(format!(
-                "layer {layer} is out of range: the language model has {} layers (0..={})",
-                self.layers(),
-                self.layers() - 1
-            )));
-        }
+        // An empty question is refused by the prompt builder, a layer out of range by the
+        // decoder's probe (pure-grad reads no layer).
         let values = match method {
             Method::RelAtt => self.rel_att(img, question, layer)?,
             Method::GradAtt => self.grad_att(img, question, layer)?,
@@ -463,13 +461,7 @@ impl<B: Backend> VicropModel for LlavaVicrop<B> {
         let embeds = self.net().embed(suffix, Some(crop_features))?;
         let mut cache = self.prefix(img)?;
         let generation = self.model.generate(embeds, &mut cache, max_new_tokens)?;
-        let steps = generation.token_ids.len() + usize::from(generation.stopped_at_eos);
-        self.count(suffix.len() + steps.saturating_sub(1), self.layers());
-        Ok(Answer {
-            text: self.model.decode(&generation.token_ids)?,
-            token_ids: generation.token_ids,
-            stopped_at_eos: generation.stopped_at_eos,
-        })
+        self.finish(generation, suffix.len())
     }
 
     fn take_cost(&self) -> Cost {
