@@ -56,16 +56,15 @@ fn benches(c: &mut Criterion) {
     // questions about one image).
     let mut prepared = pipeline.prepare(&image).expect("prepare");
     for method in Method::ALL {
-        let layer = pipeline.model().default_layer();
         pipeline
-            .map(&mut prepared, question, method, layer, false)
+            .map(&mut prepared, question, method, None, None, false)
             .expect("warm");
         c.bench_function(&format!("map/{}", method.name()), |b| {
             b.iter(|| {
                 // Forget the question's cached row; the image's general map stays cached.
-                prepared.state().forget_questions();
+                prepared.forget_questions();
                 pipeline
-                    .map(&mut prepared, question, method, layer, false)
+                    .map(&mut prepared, question, method, None, None, false)
                     .expect("map")
             })
         });

@@ -1,18 +1,26 @@
-//! Model-agnostic parts of ViCrop: saliency maps, crop selection, high-resolution tiling, the
-//! pure-grad filters, and image operations that reproduce Pillow exactly.
+//! Model-agnostic parts of ViCrop: the seams models implement ([`source`]), the maps computed
+//! from their signals ([`method`]), crop selection, high-resolution tiling, the pure-grad
+//! filters, image operations that reproduce Pillow exactly, and the pipeline.
 
 pub mod crop;
 pub mod filters;
 pub mod map;
+pub mod method;
 pub mod pil;
 pub mod pipeline;
+pub mod source;
 pub mod tiling;
 
 pub use crop::{AdaptiveWindow, CropBox, CropSelector, MapPlacement};
 pub use map::{Rect, SaliencyMap};
+pub use method::GENERAL_QUESTION;
 pub use pil::{
     decode_image_bytes, load_image, resize_luma8, resize_rgb8, to_rgb8, Filter, ImageLoadError,
     LoadLimits,
 };
-pub use pipeline::{Answer, Cost, Method, Outcome, Question, ViCrop, VicropModel};
+pub use pipeline::{Answer, Cost, Method, Outcome, PipelineError, PreparedImage, Question, ViCrop};
+pub use source::{
+    AttentionRequest, AttentionSignal, AttentionSource, Depth, GradientSource, HeadRows, LayerRule,
+    MapGeometry, Meter, SignalError, VisionLanguageModel,
+};
 pub use tiling::TileGrid;

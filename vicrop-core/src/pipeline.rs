@@ -1,15 +1,24 @@
 //! The ViCrop pipeline, model-agnostic: baseline answer, saliency map (optionally tiled for
 //! high-resolution images), crop box, crop, and the final answer with both images.
 //!
-//! A model plugs in through [`VicropModel`]; its per-image state (encoded image, shared prompt
-//! prefix, cached general-description maps) lives in [`VicropModel::Image`], so one prepared
-//! image serves many questions cheaply.
+//! A model plugs in through [`AttentionSource`] and [`GradientSource`] (see [`crate::source`]):
+//! it hands out raw signals, and this pipeline turns them into maps ([`crate::method`]), caches
+//! what depends on the image alone (general-description maps, pure-grad's general gradient and
+//! mask, per tile in high-res mode) in the caller's [`PreparedImage`], picks the box and asks
+//! again. One prepared image serves many questions cheaply; one `ViCrop` serves many threads.
+
+use std::collections::HashMap;
 
 use image::RgbImage;
 use serde::{Deserialize, Serialize};
 
 use crate::crop::{CropBox, CropSelector};
 use crate::map::SaliencyMap;
+use crate::method::{self, GENERAL_QUESTION};
+use crate::source::{
+    reference_cost, AttentionRequest, AttentionSource, GradientSource, Meter, RunShape,
+    SignalError, VisionLanguageModel,
+};
 use crate::tiling::{crop_padded, TileGrid};
 
 /// How the saliency map is computed (method.md section 3).
@@ -84,72 +93,6 @@ impl std::ops::AddAssign for Cost {
     }
 }
 
-/// A model ViCrop can drive.
-pub trait VicropModel {
-    /// Per-image state: whatever can be reused across questions about the same image.
-    type Image;
-    /// The model's error type.
-    type Error: std::error::Error + Send + Sync + 'static;
-
-    /// The vision encoder's input side (the crop side S by default).
-    fn input_side(&self) -> u32;
-    /// Number of language-model layers.
-    fn num_layers(&self) -> usize;
-    /// The map layer the reference uses for this model (14 for a 32-layer LLM, scaled).
-    fn default_layer(&self) -> usize;
-    /// Prepares an image: encode it once, set up shared prompt prefixes.
-    fn prepare(&self, image: &RgbImage) -> Result<Self::Image, Self::Error>;
-    /// The original image of a prepared state.
-    fn image<'a>(&self, prepared: &'a Self::Image) -> &'a RgbImage;
-    /// Answers `question` about the image alone. When `probe_layer` is given the model may
-    /// keep the question's attention row at that layer for a later rel-att map.
-    fn answer(
-        &self,
-        prepared: &mut Self::Image,
-        question: &str,
-        max_new_tokens: usize,
-        probe_layer: Option<usize>,
-    ) -> Result<Answer, Self::Error>;
-    /// The saliency map of `question` by `method` at `layer`, over the region the encoder saw.
-    fn saliency(
-        &self,
-        prepared: &mut Self::Image,
-        question: &str,
-        method: Method,
-        layer: usize,
-    ) -> Result<SaliencyMap, Self::Error>;
-    /// Answers with the original image followed by `crop`.
-    fn answer_with_crop(
-        &self,
-        prepared: &mut Self::Image,
-        crop: &RgbImage,
-        question: &str,
-        max_new_tokens: usize,
-    ) -> Result<Answer, Self::Error>;
-    /// Work done since the last call (then reset).
-    fn take_cost(&self) -> Cost;
-    /// Work the reference pipeline does for the same run: every pass over full prompts, the
-    /// image re-encoded each time, all layers run.
-    fn reference_cost(&self, run: &RunShape<'_>) -> Cost;
-}
-
-/// What a run looked like, for [`VicropModel::reference_cost`].
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RunShape<'a> {
-    /// The method.
-    pub method: Method,
-    /// The question.
-    pub question: &'a str,
-    /// The question of the map passes.
-    pub map_question: &'a str,
-    /// Map passes per prompt (1, or the number of tiles in high-res mode).
-    pub map_images: usize,
-    /// Decoding steps of the baseline answer.
-    pub baseline_steps: usize,
-    /// Decoding steps of the crop answer.
-    pub crop_steps: usize,
-}
-
 /// One question for [`ViCrop::run`].
 #[derive(Debug, Clone, PartialEq)]
 pub struct Question {
@@ -161,6 +104,9 @@ pub struct Question {
     pub method: Method,
     /// Map layer (defaults to the model's).
     pub layer: Option<usize>,
+    /// Connector map layer (InstructBLIP's Q-Former cross-attention index; defaults to the
+    /// model's; ignored by models without a connector).
+    pub connector_layer: Option<usize>,
     /// Tile the image (method.md section 5).
     pub high_res: bool,
 }
@@ -173,6 +119,7 @@ impl Question {
             short: None,
             method,
             layer: None,
+            connector_layer: None,
             high_res: false,
         }
     }
@@ -187,6 +134,8 @@ pub struct Outcome {
     pub high_res: bool,
     /// The map layer.
     pub layer: usize,
+    /// The connector map layer, for models with a connector.
+    pub connector_layer: Option<usize>,
     /// The answer from the image alone.
     pub answer: Answer,
     /// The map the box was chosen from (stitched in high-res mode).
@@ -210,29 +159,83 @@ pub enum PipelineError<E: std::error::Error + 'static> {
     /// The model failed.
     #[error(transparent)]
     Model(E),
+    /// The model's signals could not be combined into a map.
+    #[error("the model's signals are unusable: {0}")]
+    Signal(#[from] SignalError),
     /// The question or options are unusable.
     #[error("{0}")]
     Invalid(String),
 }
 
-/// A prepared image for [`ViCrop::run`]: the model state of the whole image and, once high-res
-/// mode has been used, of each tile.
-pub struct PreparedImage<M: VicropModel> {
-    whole: M::Image,
-    tiles: Option<(TileGrid, Vec<M::Image>)>,
+/// Which attention maps a cache entry holds: language-model layer, connector layer.
+type AttnKey = (usize, Option<usize>);
+
+/// Maps and masks of one image (or tile) that later questions can reuse.
+#[derive(Debug, Default)]
+struct SignalCache {
+    /// Head-reduced (and chained) attention maps of questions at a layer.
+    questions: HashMap<(String, AttnKey), Vec<f32>>,
+    /// The general description's attention maps (rel-att's denominators).
+    general: HashMap<AttnKey, Vec<f32>>,
+    /// The general description's pixel-gradient norm (pure-grad's denominator).
+    general_grad: Option<Vec<f32>>,
+    /// pure-grad's high-pass mask.
+    high_pass: Option<Vec<bool>>,
+}
+
+/// A model's state of one image plus the pipeline's caches for it.
+struct Slot<M: VisionLanguageModel> {
+    state: M::Image,
+    cache: SignalCache,
+}
+
+impl<M: VisionLanguageModel> Slot<M> {
+    fn new(state: M::Image) -> Self {
+        Self {
+            state,
+            cache: SignalCache::default(),
+        }
+    }
+}
+
+/// A prepared image for [`ViCrop::run`]: the model state of the whole image and, once
+/// high-res mode has been used, of each tile, with the maps and masks that depend only on the
+/// image. Owned by the caller (`Send` when the model's state is), so threads sharing one
+/// [`ViCrop`] each keep their own.
+pub struct PreparedImage<M: VisionLanguageModel> {
+    whole: Slot<M>,
+    tiles: Option<(TileGrid, Vec<Slot<M>>)>,
     /// Work done preparing, charged to the next run.
     pending: Cost,
 }
 
-impl<M: VicropModel> PreparedImage<M> {
+impl<M: VisionLanguageModel> PreparedImage<M> {
     /// The model state of the whole image.
     pub fn state(&mut self) -> &mut M::Image {
-        &mut self.whole
+        &mut self.whole.state
+    }
+
+    /// Drops the cached per-question attention maps (image-only caches stay), e.g. to time
+    /// a map from scratch.
+    pub fn forget_questions(&mut self) {
+        self.whole.cache.questions.clear();
+        if let Some((_, tiles)) = &mut self.tiles {
+            for t in tiles {
+                t.cache.questions.clear();
+            }
+        }
     }
 }
 
+/// The map layers of one run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Layers {
+    llm: usize,
+    connector: Option<usize>,
+}
+
 /// The ViCrop pipeline over a model.
-pub struct ViCrop<M: VicropModel> {
+pub struct ViCrop<M> {
     model: M,
     selector: Box<dyn CropSelector + Send + Sync>,
     /// Most tokens generated per answer (20 in the reference).
@@ -241,10 +244,10 @@ pub struct ViCrop<M: VicropModel> {
     pub tile_threshold: u32,
 }
 
-impl<M: VicropModel> ViCrop<M> {
+impl<M: AttentionSource + GradientSource> ViCrop<M> {
     /// A pipeline with the reference's crop selector (side = the encoder's input side).
     pub fn new(model: M) -> Self {
-        let side = model.input_side();
+        let side = model.geometry().input_side;
         Self {
             model,
             selector: Box::new(crate::crop::AdaptiveWindow::new(side)),
@@ -264,58 +267,194 @@ impl<M: VicropModel> ViCrop<M> {
         &self.model
     }
 
+    fn meter(&self) -> Meter {
+        Meter::new(self.model.depth().llm_layers)
+    }
+
     /// Prepares an image for any number of questions.
     pub fn prepare(&self, image: &RgbImage) -> Result<PreparedImage<M>, PipelineError<M::Error>> {
-        let _ = self.model.take_cost();
-        let whole = self.model.prepare(image).map_err(PipelineError::Model)?;
+        let mut meter = self.meter();
+        let state = self
+            .model
+            .prepare(image, &mut meter)
+            .map_err(PipelineError::Model)?;
         Ok(PreparedImage {
-            whole,
+            whole: Slot::new(state),
             tiles: None,
-            pending: self.model.take_cost(),
+            pending: meter.take(),
         })
     }
 
-    /// Computes the map for `question` (tiled in high-res mode), without answering.
+    /// The map layers for `q`, defaulted and checked against the model's depth.
+    fn layers(&self, layer: Option<usize>, connector: Option<usize>) -> Result<Layers, String> {
+        let depth = self.model.depth();
+        let n = depth.llm_layers;
+        let llm = layer.unwrap_or_else(|| depth.default_layer());
+        if llm >= n {
+            return Err(format!(
+                "layer {llm} is out of range: the language model has {n} layers (0..={})",
+                n.saturating_sub(1)
+            ));
+        }
+        let connector = match depth.connector {
+            None => None,
+            Some((k, _)) => {
+                let c = connector.or(depth.default_connector_layer()).unwrap_or(0);
+                if c >= k {
+                    return Err(format!(
+                        "connector layer {c} is out of range: the model has {k} cross-attention \
+                         layers (0..={})",
+                        k.saturating_sub(1)
+                    ));
+                }
+                Some(c)
+            }
+        };
+        Ok(Layers { llm, connector })
+    }
+
+    /// Computes the map for `question` (tiled in high-res mode), without answering. `layer`
+    /// and `connector_layer` default to the model's.
     pub fn map(
         &self,
         prepared: &mut PreparedImage<M>,
         question: &str,
         method: Method,
-        layer: usize,
+        layer: Option<usize>,
+        connector_layer: Option<usize>,
         high_res: bool,
     ) -> Result<(SaliencyMap, Option<TileGrid>), PipelineError<M::Error>> {
+        let layers = self
+            .layers(layer, connector_layer)
+            .map_err(PipelineError::Invalid)?;
+        let mut meter = self.meter();
+        let out = self.map_metered(prepared, question, method, layers, high_res, &mut meter);
+        prepared.pending += meter.take();
+        out
+    }
+
+    fn map_metered(
+        &self,
+        prepared: &mut PreparedImage<M>,
+        question: &str,
+        method: Method,
+        layers: Layers,
+        high_res: bool,
+        meter: &mut Meter,
+    ) -> Result<(SaliencyMap, Option<TileGrid>), PipelineError<M::Error>> {
         if !high_res {
-            let map = self
-                .model
-                .saliency(&mut prepared.whole, question, method, layer)
-                .map_err(PipelineError::Model)?;
+            let map = self.slot_map(&mut prepared.whole, question, method, layers, meter)?;
             return Ok((map, None));
         }
         if prepared.tiles.is_none() {
-            let img = self.model.image(&prepared.whole);
+            let img = self.model.image(&prepared.whole.state);
             let grid = TileGrid::for_image(img.width(), img.height(), self.tile_threshold);
-            let mut states = Vec::with_capacity(grid.len());
+            let mut slots = Vec::with_capacity(grid.len());
             for b in grid.boxes() {
                 let tile = crop_padded(img, b);
-                states.push(self.model.prepare(&tile).map_err(PipelineError::Model)?);
+                let state = self
+                    .model
+                    .prepare(&tile, meter)
+                    .map_err(PipelineError::Model)?;
+                slots.push(Slot::new(state));
             }
-            prepared.tiles = Some((grid, states));
+            prepared.tiles = Some((grid, slots));
         }
-        let Some((grid, states)) = prepared.tiles.as_mut() else {
+        let Some((grid, slots)) = prepared.tiles.as_mut() else {
             unreachable!("tiles were just prepared")
         };
-        let mut maps = Vec::with_capacity(states.len());
-        for state in states.iter_mut() {
-            maps.push(
-                self.model
-                    .saliency(state, question, method, layer)
-                    .map_err(PipelineError::Model)?,
-            );
+        let mut maps = Vec::with_capacity(slots.len());
+        for slot in slots.iter_mut() {
+            maps.push(self.slot_map(slot, question, method, layers, meter)?);
         }
         let map = grid
             .stitch(&maps)
             .map_err(|e| PipelineError::Invalid(e.to_string()))?;
         Ok((map, Some(*grid)))
+    }
+
+    /// The map of one image or tile, from the model's signals and the slot's caches.
+    fn slot_map(
+        &self,
+        slot: &mut Slot<M>,
+        question: &str,
+        method: Method,
+        layers: Layers,
+        meter: &mut Meter,
+    ) -> Result<SaliencyMap, PipelineError<M::Error>> {
+        let geometry = self.model.geometry();
+        let key = (layers.llm, layers.connector);
+        let request = |with_grad| AttentionRequest {
+            layer: layers.llm,
+            connector_layer: layers.connector,
+            with_grad,
+        };
+        let model = |e| PipelineError::Model(e);
+        let values = match method {
+            Method::RelAtt => {
+                let cache_key = (question.to_string(), key);
+                let qa = match slot.cache.questions.get(&cache_key) {
+                    Some(v) => v.clone(),
+                    None => {
+                        let signal = self
+                            .model
+                            .attention(&mut slot.state, question, request(false), meter)
+                            .map_err(model)?;
+                        let v = method::attention_map(&signal, false)?;
+                        slot.cache.questions.insert(cache_key, v.clone());
+                        v
+                    }
+                };
+                let general = match slot.cache.general.get(&key) {
+                    Some(v) => v.clone(),
+                    None => {
+                        let signal = self
+                            .model
+                            .attention(&mut slot.state, GENERAL_QUESTION, request(false), meter)
+                            .map_err(model)?;
+                        let v = method::attention_map(&signal, false)?;
+                        slot.cache.general.insert(key, v.clone());
+                        v
+                    }
+                };
+                method::ratio(&qa, &general)?
+            }
+            Method::GradAtt => {
+                let signal = self
+                    .model
+                    .attention(&mut slot.state, question, request(true), meter)
+                    .map_err(model)?;
+                method::attention_map(&signal, true)?
+            }
+            Method::PureGrad => {
+                let qa = self
+                    .model
+                    .pixel_gradient(&mut slot.state, question, meter)
+                    .map_err(model)?;
+                let general = match &slot.cache.general_grad {
+                    Some(g) => g.clone(),
+                    None => {
+                        let g = self
+                            .model
+                            .pixel_gradient(&mut slot.state, GENERAL_QUESTION, meter)
+                            .map_err(model)?;
+                        slot.cache.general_grad = Some(g.clone());
+                        g
+                    }
+                };
+                let image = self.model.image(&slot.state);
+                let mask = slot
+                    .cache
+                    .high_pass
+                    .get_or_insert_with(|| method::high_pass(image, geometry.input_side));
+                method::pure_grad(&qa, &general, mask, geometry)?
+            }
+        };
+        let g = geometry.grid;
+        let map = SaliencyMap::new(g, g, values)
+            .map_err(|e| PipelineError::Invalid(e.to_string()))?
+            .with_region(self.model.region(&slot.state));
+        Ok(map)
     }
 
     /// Runs ViCrop for one question: baseline answer, map, box, crop, final answer.
@@ -327,37 +466,83 @@ impl<M: VicropModel> ViCrop<M> {
         if q.text.trim().is_empty() {
             return Err(PipelineError::Invalid("the question is empty".into()));
         }
-        let n_layers = self.model.num_layers();
-        let layer = q.layer.unwrap_or_else(|| self.model.default_layer());
-        if layer >= n_layers {
+        if q.short.as_deref().is_some_and(|s| s.trim().is_empty()) {
+            return Err(PipelineError::Invalid("the short question is empty".into()));
+        }
+        let layers = self
+            .layers(q.layer, q.connector_layer)
+            .map_err(PipelineError::Invalid)?;
+        let map_question = q.short.as_deref().unwrap_or(&q.text);
+        let len = |question: &str, images| {
+            self.model
+                .prompt_len(question, images)
+                .map_err(PipelineError::Model)
+        };
+        let final_len = len(&q.text, 2)?;
+        let context = self.model.context_length();
+        if final_len.saturating_add(self.max_new_tokens) > context {
             return Err(PipelineError::Invalid(format!(
-                "layer {layer} is out of range: the language model has {n_layers} layers (0..={})",
-                n_layers - 1
+                "max_new_tokens {} does not fit the language model's context: the prompt with \
+                 the image and the crop takes {final_len} of its {context} positions",
+                self.max_new_tokens
             )));
         }
+        let mut meter = self.meter();
         let mut cost = std::mem::take(&mut prepared.pending);
-        cost += self.model.take_cost();
-        let map_question = q.short.as_deref().unwrap_or(&q.text);
-        let probe =
-            (q.method == Method::RelAtt && !q.high_res && map_question == q.text).then_some(layer);
-        let answer = self
+        let key = (layers.llm, layers.connector);
+        let probe = (q.method == Method::RelAtt && !q.high_res && map_question == q.text)
+            .then_some(AttentionRequest {
+                layer: layers.llm,
+                connector_layer: layers.connector,
+                with_grad: false,
+            });
+        let (answer, signal) = self
             .model
-            .answer(&mut prepared.whole, &q.text, self.max_new_tokens, probe)
+            .answer(
+                &mut prepared.whole.state,
+                &q.text,
+                self.max_new_tokens,
+                probe,
+                &mut meter,
+            )
             .map_err(PipelineError::Model)?;
-        let (map, tiles) = self.map(prepared, map_question, q.method, layer, q.high_res)?;
-        let img = self.model.image(&prepared.whole);
+        if let Some(signal) = signal.filter(|_| probe.is_some()) {
+            let values = method::attention_map(&signal, false)?;
+            prepared
+                .whole
+                .cache
+                .questions
+                .insert((q.text.clone(), key), values);
+        }
+        let (map, tiles) = self.map_metered(
+            prepared,
+            map_question,
+            q.method,
+            layers,
+            q.high_res,
+            &mut meter,
+        )?;
+        let img = self.model.image(&prepared.whole.state);
         let bbox = self.selector.select(&map, img.dimensions());
         let crop = image::imageops::crop_imm(img, bbox.x0, bbox.y0, bbox.width(), bbox.height())
             .to_image();
         let crop_answer = self
             .model
-            .answer_with_crop(&mut prepared.whole, &crop, &q.text, self.max_new_tokens)
+            .answer_with_crop(
+                &mut prepared.whole.state,
+                &crop,
+                &q.text,
+                self.max_new_tokens,
+                &mut meter,
+            )
             .map_err(PipelineError::Model)?;
-        cost += self.model.take_cost();
-        let reference_cost = self.model.reference_cost(&RunShape {
+        cost += meter.take();
+        let reference_cost = reference_cost(&RunShape {
             method: q.method,
-            question: &q.text,
-            map_question,
+            question_len: len(&q.text, 1)?,
+            map_question_len: len(map_question, 1)?,
+            general_len: len(GENERAL_QUESTION, 1)?,
+            final_len,
             map_images: tiles.map_or(1, |g| g.len()),
             baseline_steps: answer.steps(),
             crop_steps: crop_answer.steps(),
@@ -365,7 +550,8 @@ impl<M: VicropModel> ViCrop<M> {
         Ok(Outcome {
             method: q.method,
             high_res: q.high_res,
-            layer,
+            layer: layers.llm,
+            connector_layer: layers.connector,
             answer,
             map,
             tiles,

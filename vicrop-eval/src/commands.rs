@@ -7,7 +7,7 @@ use burn::tensor::{backend::Backend, DType};
 use vicrop_core::pipeline::{Method, Outcome, Question, ViCrop};
 use vicrop_core::{
     load_image, AdaptiveWindow, CropBox, CropSelector, LoadLimits, MapPlacement, SaliencyMap,
-    VicropModel,
+    VisionLanguageModel,
 };
 use vicrop_models::{hub::resolve_model_dir, Answer, LlavaModel, LlavaVicrop, LoadOptions};
 
@@ -249,7 +249,9 @@ pub fn crop_on<B: Backend>(req: &CropRequest, device: &B::Device) -> Result<(Out
     let started = std::time::Instant::now();
     let mut pipeline = ViCrop::new(LlavaVicrop::new(model));
     pipeline.max_new_tokens = req.max_new_tokens;
-    let side = req.side.unwrap_or_else(|| pipeline.model().input_side());
+    let side = req
+        .side
+        .unwrap_or_else(|| pipeline.model().geometry().input_side);
     pipeline = pipeline.with_selector(AdaptiveWindow::new(side).with_placement(req.placement));
     bar.set_message(format!("ViCrop ({})", req.method.name()));
     let mut prepared = pipeline.prepare(&image)?;
@@ -258,6 +260,7 @@ pub fn crop_on<B: Backend>(req: &CropRequest, device: &B::Device) -> Result<(Out
         short: req.short_question.clone(),
         method: req.method,
         layer: req.layer,
+        connector_layer: None,
         high_res: req.high_res,
     };
     let outcome = pipeline.run(&mut prepared, &question)?;

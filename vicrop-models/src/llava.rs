@@ -318,6 +318,11 @@ impl<B: Backend> LlavaModel<B> {
         &self.device
     }
 
+    /// Positions the language model holds (`text_config.max_position_embeddings`).
+    pub fn context_length(&self) -> usize {
+        self.net.spec.text.max_position_embeddings
+    }
+
     /// End-of-sequence ids.
     pub fn eos_ids(&self) -> &[u32] {
         &self.eos
@@ -377,6 +382,15 @@ impl<B: Backend> LlavaModel<B> {
                 },
                 None,
             ));
+        }
+        let needed = cache.len() + embeds.dims()[1] + max_new_tokens;
+        let context = self.context_length();
+        if needed > context {
+            return Err(ModelError::InvalidInput(format!(
+                "max_new_tokens {max_new_tokens} does not fit the context: the prompt takes {} \
+                 of the {context} positions in text_config.max_position_embeddings",
+                needed - max_new_tokens
+            )));
         }
         let mut out = self
             .net

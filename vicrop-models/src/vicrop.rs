@@ -1,43 +1,43 @@
-//! ViCrop on LLaVA-1.5: the three map methods, the shared-prefix answering, and the cost
-//! accounting, behind [`vicrop_core::VicropModel`].
+//! ViCrop extraction for LLaVA-1.5: the signals [`vicrop_core::source`] asks for, produced as
+//! cheaply as this architecture allows. The maps themselves are computed in `vicrop_core`.
 //!
 //! Work saved against the reference (method.md section 8), with identical maps:
 //! - the image is encoded once and the `[BOS, image tokens]` prefix is run once per image;
 //!   the question, general-description and final two-image prompts only run their own
 //!   suffixes on top of that KV cache;
-//! - rel-att reads one attention row of one layer and stops there; when the map question is
-//!   the question, the row comes free with the baseline answer's prefill;
-//! - the general-description row (rel-att) and input-gradient norm (pure-grad) depend only on
-//!   the image and are cached per image and layer;
+//! - an attention pass reads one attention row of one layer and stops there; when the map
+//!   question is the question, the row comes free with the baseline answer's prefill;
 //! - no autodiff graph for rel-att; grad-att differentiates only the question suffix, with the
 //!   attention row as the leaf; pure-grad differentiates with respect to the pixels.
+//!
+//! LLaVA has no connector between patches and the language model: visual token `k` is patch
+//! `k`, so [`AttentionSignal::connector`] is `None`.
 
-use std::cell::{Cell, OnceCell};
-use std::collections::HashMap;
+use std::sync::OnceLock;
 
 use burn::backend::Autodiff;
 use burn::tensor::{activation, backend::Backend, DType, Tensor};
 use image::RgbImage;
-use vicrop_core::filters::{block_mean, high_pass_mask, Plane};
-use vicrop_core::pil::{resize_rgb8, Filter};
-use vicrop_core::pipeline::{Answer, Cost, Method, RunShape, VicropModel};
-use vicrop_core::{Rect, SaliencyMap};
+use vicrop_core::pipeline::Answer;
+use vicrop_core::source::{
+    AttentionRequest, AttentionSignal, AttentionSource, Depth, GradientSource, HeadRows, LayerRule,
+    MapGeometry, Meter, VisionLanguageModel,
+};
+use vicrop_core::Rect;
 
 use crate::error::{ModelError, Result};
 use crate::llama::{KvCache, Probe};
 use crate::llava::{argmax_host, Generation, Llava, LlavaModel};
 use crate::processor::resize_size;
 
-/// The general-description question used for relative maps.
-pub const GENERAL_QUESTION: &str = "Write a general description of the image.";
+pub use vicrop_core::GENERAL_QUESTION;
 
-/// LLaVA-1.5 driven by ViCrop.
+/// LLaVA-1.5 driven by ViCrop. `Send + Sync`: share one behind an `Arc` across threads; each
+/// thread owns its [`LlavaImage`]s.
 pub struct LlavaVicrop<B: Backend> {
     model: LlavaModel<B>,
-    grad_net: OnceCell<Llava<Autodiff<B>>>,
-    /// Position-layers run through the LLM since the last [`VicropModel::take_cost`].
-    position_layers: Cell<u64>,
-    vision_images: Cell<u64>,
+    /// The same weights on `Autodiff<B>`, made on the first gradient method.
+    grad_net: OnceLock<Llava<Autodiff<B>>>,
 }
 
 /// Per-image state of [`LlavaVicrop`].
@@ -45,14 +45,9 @@ pub struct LlavaImage<B: Backend> {
     image: RgbImage,
     /// Region of the original image the vision tower saw (its centre crop).
     region: Rect,
-    /// KV cache of `[BOS, image tokens]`, all layers; computed on first use (pure-grad and
-    /// high-res tiles under pure-grad never need it).
-    prefix: Option<KvCache<B>>,
-    qa_rows: HashMap<(String, usize), Vec<f32>>,
-    general_rows: HashMap<usize, Vec<f32>>,
-    general_grad: Option<Vec<f32>>,
-    /// pure-grad's high-pass mask (depends on the image only).
-    high_pass: Option<Vec<bool>>,
+    /// Ids of the shared prefix (everything up to the end of the first image's tokens) and
+    /// its KV cache over all layers; computed on first use (pure-grad never needs it).
+    prefix: Option<(Vec<u32>, KvCache<B>)>,
 }
 
 impl<B: Backend> LlavaImage<B> {
@@ -65,10 +60,22 @@ impl<B: Backend> LlavaImage<B> {
     pub fn region(&self) -> Rect {
         self.region
     }
+}
 
-    /// Drops the cached per-question attention rows (the per-image caches stay).
-    pub fn forget_questions(&mut self) {
-        self.qa_rows.clear();
+/// A prompt split at the end of its first image: `ids[..prefix_len]` is shared by every
+/// question about the image.
+struct Prompt {
+    ids: Vec<u32>,
+    prefix_len: usize,
+}
+
+impl Prompt {
+    fn prefix(&self) -> &[u32] {
+        &self.ids[..self.prefix_len]
+    }
+
+    fn suffix(&self) -> &[u32] {
+        &self.ids[self.prefix_len..]
     }
 }
 
@@ -77,9 +84,7 @@ impl<B: Backend> LlavaVicrop<B> {
     pub fn new(model: LlavaModel<B>) -> Self {
         Self {
             model,
-            grad_net: OnceCell::new(),
-            position_layers: Cell::new(0),
-            vision_images: Cell::new(0),
+            grad_net: OnceLock::new(),
         }
     }
 
@@ -96,16 +101,6 @@ impl<B: Backend> LlavaVicrop<B> {
         self.grad_net.get_or_init(|| self.net().lift())
     }
 
-    fn count(&self, positions: usize, layers_run: usize) {
-        self.position_layers
-            .set(self.position_layers.get() + (positions * layers_run) as u64);
-    }
-
-    fn count_vision(&self, images: usize) {
-        self.vision_images
-            .set(self.vision_images.get() + images as u64);
-    }
-
     fn layers(&self) -> usize {
         self.net().llm().num_layers()
     }
@@ -114,26 +109,27 @@ impl<B: Backend> LlavaVicrop<B> {
         self.net().spec().vision.grid()
     }
 
-    /// Sequence positions of the `grid * grid` patch tokens of the (first) image: the image
-    /// tokens after BOS, skipping a CLS token under the `full` select strategy.
-    fn patch_positions(&self, prefix_len: usize) -> std::ops::Range<usize> {
-        let g = self.grid();
-        prefix_len - g * g..prefix_len
-    }
-
-    /// Prompt ids for `question` with `n_images`, and the length of the shared prefix.
-    fn prompt(&self, question: &str, n_images: usize) -> Result<(Vec<u32>, usize)> {
+    /// Prompt ids for `question` with `n_images`, split after the first image's tokens.
+    ///
+    /// The prefix is whatever the template puts before the first image (BOS, or nothing for a
+    /// tokenizer that adds none) plus that image's tokens.
+    fn prompt(&self, question: &str, n_images: usize) -> Result<Prompt> {
         let ids = self.model.prompt_ids(question, n_images)?;
         let per_image = self.net().spec().image_tokens_per_image();
         let image_id = self.net().spec().image_token_id;
-        let prefix_len = 1 + per_image;
-        if ids.len() <= prefix_len || ids[1..prefix_len].iter().any(|&i| i != image_id) {
-            return Err(ModelError::InvalidInput(
-                "the prompt does not start with [BOS, image tokens]; cannot share the prefix"
-                    .into(),
-            ));
+        let first = ids.iter().position(|&i| i == image_id);
+        let prefix_len = first.map_or(0, |f| f + per_image);
+        match first {
+            Some(f)
+                if ids.len() > prefix_len && ids[f..prefix_len].iter().all(|&i| i == image_id) =>
+            {
+                Ok(Prompt { ids, prefix_len })
+            }
+            _ => Err(ModelError::InvalidInput(format!(
+                "the prompt template does not hold {per_image} image tokens followed by text; \
+                 cannot share the image prefix"
+            ))),
         }
-        Ok((ids, prefix_len))
     }
 
     /// The region of an image the processor's centre crop keeps, in original pixels.
@@ -156,101 +152,91 @@ impl<B: Backend> LlavaVicrop<B> {
         }
     }
 
-    fn map_from(&self, values: Vec<f32>, region: Rect) -> Result<SaliencyMap> {
+    /// The per-head attention of the last token over the `grid * grid` patch tokens of the
+    /// first image (the last tokens of its run: a CLS token under the `full` strategy is
+    /// skipped), from a `[heads, len]` row. One device-to-host copy of `heads x patches`.
+    fn patch_rows<A: Backend>(&self, row: Tensor<A, 2>, prefix_len: usize) -> Result<HeadRows> {
         let g = self.grid();
-        SaliencyMap::new(g, g, values)
-            .map(|m| m.with_region(region))
-            .map_err(|e| ModelError::InvalidInput(e.to_string()))
-    }
-
-    /// Head-averaged attention of the last token over the patch tokens, from a `[heads, len]`
-    /// row.
-    fn patch_row(&self, row: Tensor<B, 2>, prefix_len: usize) -> Result<Vec<f32>> {
-        let pos = self.patch_positions(prefix_len);
-        let mean = row.narrow(1, pos.start, pos.len()).mean_dim(0);
-        host(mean)
+        let [heads, _] = row.dims();
+        let values = host(row.narrow(1, prefix_len - g * g, g * g))?;
+        HeadRows::new(heads, g * g, values).map_err(|e| ModelError::InvalidInput(e.to_string()))
     }
 
     /// Counts a generation's work (a prefill of `prefill` positions on the shared prefix,
     /// then one position per further decoding step) and decodes it into an [`Answer`].
-    fn finish(&self, generation: Generation, prefill: usize) -> Result<Answer> {
+    fn finish(&self, generation: Generation, prefill: usize, meter: &mut Meter) -> Result<Answer> {
         let answer = Answer {
             text: self.model.decode(&generation.token_ids)?,
             token_ids: generation.token_ids,
             stopped_at_eos: generation.stopped_at_eos,
         };
-        self.count(prefill + answer.steps().saturating_sub(1), self.layers());
+        meter.llm(prefill + answer.steps().saturating_sub(1), self.layers());
         Ok(answer)
     }
 
-    /// The shared `[BOS, image tokens]` KV cache, computed on first use.
-    fn prefix(&self, img: &mut LlavaImage<B>) -> Result<KvCache<B>> {
-        if let Some(p) = &img.prefix {
-            return Ok(p.clone());
+    /// The shared prefix's KV cache for `prompt`, computed on first use.
+    fn prefix(
+        &self,
+        img: &mut LlavaImage<B>,
+        prompt: &Prompt,
+        meter: &mut Meter,
+    ) -> Result<KvCache<B>> {
+        if let Some((ids, cache)) = &img.prefix {
+            if ids.as_slice() == prompt.prefix() {
+                return Ok(cache.clone());
+            }
+            return Err(ModelError::InvalidInput(
+                "this question's prompt does not start like the image's shared prefix".into(),
+            ));
         }
-        let (ids, prefix_len) = self.prompt(GENERAL_QUESTION, 1)?;
         let features = self
             .net()
             .encode_images(self.model.pixel_values(&[&img.image])?);
-        self.count_vision(1);
-        let embeds = self.net().embed(&ids[..prefix_len], Some(features))?;
-        let mut prefix = self.net().llm().new_cache();
-        self.net().llm().forward(embeds, &mut prefix, None)?;
-        self.count(prefix_len, self.layers());
-        img.prefix = Some(prefix.clone());
-        Ok(prefix)
+        meter.vision(1);
+        let embeds = self.net().embed(prompt.prefix(), Some(features))?;
+        let mut cache = self.net().llm().new_cache();
+        self.net().llm().forward(embeds, &mut cache, None)?;
+        meter.llm(prompt.prefix_len, self.layers());
+        img.prefix = Some((prompt.prefix().to_vec(), cache.clone()));
+        Ok(cache)
     }
 
-    /// rel-att numerator or denominator: the attention row of `question` at `layer`, run on
-    /// top of the shared prefix and stopped at that layer.
+    /// The attention row of `question` at `layer`, run on top of the shared prefix and
+    /// stopped at that layer.
     fn attention_row(
         &self,
         img: &mut LlavaImage<B>,
         question: &str,
         layer: usize,
-    ) -> Result<Vec<f32>> {
-        let (ids, prefix_len) = self.prompt(question, 1)?;
-        let suffix = &ids[prefix_len..];
-        let embeds = self.net().llm().embed_ids(suffix)?.unsqueeze();
-        let mut cache = self.prefix(img)?;
+        meter: &mut Meter,
+    ) -> Result<HeadRows> {
+        let prompt = self.prompt(question, 1)?;
+        let embeds = self.net().llm().embed_ids(prompt.suffix())?.unsqueeze();
+        let mut cache = self.prefix(img, &prompt, meter)?;
         let out = self
             .net()
             .llm()
             .forward(embeds, &mut cache, Some(Probe::stop_at(layer)))?;
-        self.count(suffix.len(), layer + 1);
+        meter.llm(prompt.suffix().len(), layer + 1);
         let row = out
             .probe
             .ok_or_else(|| ModelError::InvalidInput("no attention row".into()))?;
-        self.patch_row(row, prefix_len)
+        self.patch_rows(row, prompt.prefix_len)
     }
 
-    fn rel_att(&self, img: &mut LlavaImage<B>, question: &str, layer: usize) -> Result<Vec<f32>> {
-        let key = (question.to_string(), layer);
-        let qa = match img.qa_rows.get(&key) {
-            Some(row) => row.clone(),
-            None => {
-                let row = self.attention_row(img, question, layer)?;
-                img.qa_rows.insert(key, row.clone());
-                row
-            }
-        };
-        let general = match img.general_rows.get(&layer) {
-            Some(row) => row.clone(),
-            None => {
-                let row = self.attention_row(img, GENERAL_QUESTION, layer)?;
-                img.general_rows.insert(layer, row.clone());
-                row
-            }
-        };
-        Ok(qa.iter().zip(&general).map(|(a, b)| a / b).collect())
-    }
-
-    fn grad_att(&self, img: &mut LlavaImage<B>, question: &str, layer: usize) -> Result<Vec<f32>> {
-        let prefix = self.prefix(img)?;
+    /// The attention row of `question` at `layer` and its gradient: only the question suffix
+    /// is differentiated, with the probed row as the autodiff leaf.
+    fn attention_row_grad(
+        &self,
+        img: &mut LlavaImage<B>,
+        question: &str,
+        layer: usize,
+        meter: &mut Meter,
+    ) -> Result<(HeadRows, HeadRows)> {
+        let prompt = self.prompt(question, 1)?;
+        let prefix = self.prefix(img, &prompt, meter)?;
         let net = self.grad_net();
-        let (ids, prefix_len) = self.prompt(question, 1)?;
-        let suffix = &ids[prefix_len..];
-        let embeds = net.llm().embed_ids(suffix)?.unsqueeze();
+        let embeds = net.llm().embed_ids(prompt.suffix())?.unsqueeze();
         let mut cache = prefix.lift::<Autodiff<B>>();
         let probe = Probe {
             layer,
@@ -258,7 +244,7 @@ impl<B: Backend> LlavaVicrop<B> {
             grad_leaf: true,
         };
         let out = net.llm().forward(embeds, &mut cache, Some(probe))?;
-        self.count(suffix.len(), self.layers());
+        meter.llm(prompt.suffix().len(), self.layers());
         let (hidden, probs) = match (out.hidden, out.probe) {
             (Some(h), Some(p)) => (h, p),
             _ => {
@@ -272,23 +258,30 @@ impl<B: Backend> LlavaVicrop<B> {
         let g = probs.grad(&grads).ok_or_else(|| {
             ModelError::InvalidInput("no gradient reached the attention row".into())
         })?;
-        let weighted = probs.inner() * activation::relu(g); // [heads, len]
-        self.patch_row(weighted, prefix_len)
+        Ok((
+            self.patch_rows(probs.inner(), prompt.prefix_len)?,
+            self.patch_rows(g, prompt.prefix_len)?,
+        ))
     }
 
     /// Per-pixel L2 norm over channels of d(top log-prob)/d(pixels) for `question`.
-    fn pixel_grad_norm(&self, image: &RgbImage, question: &str) -> Result<Vec<f32>> {
+    fn pixel_grad_norm(
+        &self,
+        image: &RgbImage,
+        question: &str,
+        meter: &mut Meter,
+    ) -> Result<Vec<f32>> {
         let net = self.grad_net();
-        let (ids, _) = self.prompt(question, 1)?;
+        let prompt = self.prompt(question, 1)?;
         let pixels = self.model.pixel_values(&[image])?;
         let [_, c, h, w] = pixels.dims();
         let pixels = Tensor::<Autodiff<B>, 4>::from_inner(pixels).require_grad();
         let feats = net.encode_images(pixels.clone());
-        self.count_vision(1);
-        let embeds = net.embed(&ids, Some(feats))?;
+        meter.vision(1);
+        let embeds = net.embed(&prompt.ids, Some(feats))?;
         let mut cache = net.llm().new_cache();
         let out = net.llm().forward(embeds, &mut cache, None)?;
-        self.count(ids.len(), self.layers());
+        meter.llm(prompt.ids.len(), self.layers());
         let hidden = out
             .hidden
             .ok_or_else(|| ModelError::InvalidInput("forward incomplete".into()))?;
@@ -299,51 +292,6 @@ impl<B: Backend> LlavaVicrop<B> {
             .ok_or_else(|| ModelError::InvalidInput("no gradient reached the pixels".into()))?;
         let g = g.cast(DType::F32).reshape([c, h * w]);
         host(g.powi_scalar(2).sum_dim(0).sqrt())
-    }
-
-    fn pure_grad(&self, img: &mut LlavaImage<B>, question: &str) -> Result<Vec<f32>> {
-        let qa = self.pixel_grad_norm(&img.image, question)?;
-        let general = match &img.general_grad {
-            Some(g) => g.clone(),
-            None => {
-                let g = self.pixel_grad_norm(&img.image, GENERAL_QUESTION)?;
-                img.general_grad = Some(g.clone());
-                g
-            }
-        };
-        let side = self.net().spec().vision.image_size as u32;
-        // The reference's mask comes from the WHOLE image resized to R x R (not the centre
-        // crop the gradients live on): reproduced for parity.
-        let mask = img
-            .high_pass
-            .get_or_insert_with(|| {
-                let small = resize_rgb8(&img.image, side, side, Filter::Bilinear);
-                high_pass_mask(&small).1
-            })
-            .clone();
-        let n = side as usize;
-        let data: Vec<f32> = qa
-            .iter()
-            .zip(&general)
-            .zip(&mask)
-            .map(|((a, b), &m)| if m { a / b } else { 0.0 * (a / b) })
-            .collect();
-        let plane = Plane {
-            width: n,
-            height: n,
-            data,
-        };
-        let patch = self.net().spec().vision.patch_size;
-        let reduced = block_mean(&plane, patch);
-        let g = self.grid();
-        // Keep the grid the vision tower uses (a ragged border, if any, is dropped).
-        let mut values = Vec::with_capacity(g * g);
-        for y in 0..g {
-            for x in 0..g {
-                values.push(reduced.at(x, y));
-            }
-        }
-        Ok(values)
     }
 }
 
@@ -369,23 +317,36 @@ fn host<B: Backend, const D: usize>(t: Tensor<B, D>) -> Result<Vec<f32>> {
         .map_err(|e| ModelError::InvalidInput(format!("cannot read a tensor: {e:?}")))
 }
 
-impl<B: Backend> VicropModel for LlavaVicrop<B> {
+impl<B: Backend> VisionLanguageModel for LlavaVicrop<B> {
     type Image = LlavaImage<B>;
     type Error = ModelError;
 
-    fn input_side(&self) -> u32 {
-        self.net().spec().vision.image_size as u32
+    fn geometry(&self) -> MapGeometry {
+        let v = &self.net().spec().vision;
+        MapGeometry {
+            input_side: v.image_size as u32,
+            patch: v.patch_size as u32,
+            grid: v.grid(),
+        }
     }
 
-    fn num_layers(&self) -> usize {
-        self.layers()
+    fn depth(&self) -> Depth {
+        Depth {
+            llm_layers: self.layers(),
+            llm_rule: LayerRule::LLAVA,
+            connector: None,
+        }
     }
 
-    fn default_layer(&self) -> usize {
-        default_layer(self.layers())
+    fn context_length(&self) -> usize {
+        self.model.context_length()
     }
 
-    fn prepare(&self, image: &RgbImage) -> Result<LlavaImage<B>> {
+    fn prompt_len(&self, question: &str, images: usize) -> Result<usize> {
+        Ok(self.model.prompt_ids(question, images)?.len())
+    }
+
+    fn prepare(&self, image: &RgbImage, _meter: &mut Meter) -> Result<LlavaImage<B>> {
         let patch = self.net().spec().vision.patch_size as u32;
         if image.width() < patch || image.height() < patch {
             return Err(ModelError::InvalidInput(format!(
@@ -398,10 +359,6 @@ impl<B: Backend> VicropModel for LlavaVicrop<B> {
             image: image.clone(),
             region: self.centre_region(image.width(), image.height()),
             prefix: None,
-            qa_rows: HashMap::new(),
-            general_rows: HashMap::new(),
-            general_grad: None,
-            high_pass: None,
         })
     }
 
@@ -409,42 +366,38 @@ impl<B: Backend> VicropModel for LlavaVicrop<B> {
         &prepared.image
     }
 
+    fn region(&self, prepared: &LlavaImage<B>) -> Rect {
+        prepared.region
+    }
+
     fn answer(
         &self,
         img: &mut LlavaImage<B>,
         question: &str,
         max_new_tokens: usize,
-        probe_layer: Option<usize>,
-    ) -> Result<Answer> {
-        let (ids, prefix_len) = self.prompt(question, 1)?;
-        let suffix = &ids[prefix_len..];
-        let embeds = self.net().llm().embed_ids(suffix)?.unsqueeze();
-        let mut cache = self.prefix(img)?;
+        probe: Option<AttentionRequest>,
+        meter: &mut Meter,
+    ) -> Result<(Answer, Option<AttentionSignal>)> {
+        let prompt = self.prompt(question, 1)?;
+        let embeds = self.net().llm().embed_ids(prompt.suffix())?.unsqueeze();
+        let mut cache = self.prefix(img, &prompt, meter)?;
+        let probe_layer = probe.map(|p| p.layer);
         let (generation, row) =
             self.model
                 .generate_probed(embeds, &mut cache, max_new_tokens, probe_layer)?;
-        if let (Some(layer), Some(row)) = (probe_layer, row) {
-            let values = self.patch_row(row, prefix_len)?;
-            img.qa_rows.insert((question.to_string(), layer), values);
-        }
-        self.finish(generation, suffix.len())
-    }
-
-    fn saliency(
-        &self,
-        img: &mut LlavaImage<B>,
-        question: &str,
-        method: Method,
-        layer: usize,
-    ) -> Result<SaliencyMap> {
-        // An empty question is refused by the prompt builder, a layer out of range by the
-        // decoder's probe (pure-grad reads no layer).
-        let values = match method {
-            Method::RelAtt => self.rel_att(img, question, layer)?,
-            Method::GradAtt => self.grad_att(img, question, layer)?,
-            Method::PureGrad => self.pure_grad(img, question)?,
+        let signal = match row {
+            Some(row) if probe_layer.is_some() => Some(AttentionSignal {
+                text: self.patch_rows(row, prompt.prefix_len)?,
+                text_grad: None,
+                connector: None,
+                connector_grad: None,
+            }),
+            _ => None,
         };
-        self.map_from(values, img.region)
+        Ok((
+            self.finish(generation, prompt.suffix().len(), meter)?,
+            signal,
+        ))
     }
 
     fn answer_with_crop(
@@ -453,58 +406,70 @@ impl<B: Backend> VicropModel for LlavaVicrop<B> {
         crop: &RgbImage,
         question: &str,
         max_new_tokens: usize,
+        meter: &mut Meter,
     ) -> Result<Answer> {
-        let (ids, prefix_len) = self.prompt(question, 2)?;
-        let suffix = &ids[prefix_len..];
+        let prompt = self.prompt(question, 2)?;
         let crop_features = self.net().encode_images(self.model.pixel_values(&[crop])?);
-        self.count_vision(1);
-        let embeds = self.net().embed(suffix, Some(crop_features))?;
-        let mut cache = self.prefix(img)?;
+        meter.vision(1);
+        let embeds = self.net().embed(prompt.suffix(), Some(crop_features))?;
+        let mut cache = self.prefix(img, &prompt, meter)?;
         let generation = self.model.generate(embeds, &mut cache, max_new_tokens)?;
-        self.finish(generation, suffix.len())
+        self.finish(generation, prompt.suffix().len(), meter)
     }
+}
 
-    fn take_cost(&self) -> Cost {
-        let layers = self.layers().max(1) as u64;
-        let cost = Cost {
-            llm_positions: self.position_layers.get() / layers,
-            vision_images: self.vision_images.get(),
+impl<B: Backend> AttentionSource for LlavaVicrop<B> {
+    fn attention(
+        &self,
+        img: &mut LlavaImage<B>,
+        question: &str,
+        request: AttentionRequest,
+        meter: &mut Meter,
+    ) -> Result<AttentionSignal> {
+        let (text, text_grad) = if request.with_grad {
+            let (row, grad) = self.attention_row_grad(img, question, request.layer, meter)?;
+            (row, Some(grad))
+        } else {
+            (
+                self.attention_row(img, question, request.layer, meter)?,
+                None,
+            )
         };
-        self.position_layers.set(0);
-        self.vision_images.set(0);
-        cost
+        Ok(AttentionSignal {
+            text,
+            text_grad,
+            connector: None,
+            connector_grad: None,
+        })
     }
+}
 
-    fn reference_cost(&self, run: &RunShape<'_>) -> Cost {
-        let len = |q: &str, n: usize| self.prompt(q, n).map_or(0, |(ids, _)| ids.len()) as u64;
-        let qa = len(run.question, 1);
-        let map_qa = len(run.map_question, 1);
-        let general = len(GENERAL_QUESTION, 1);
-        let fin = len(run.question, 2);
-        let tiles = run.map_images as u64;
-        let decode = |steps: usize| steps.saturating_sub(1) as u64;
-        // Baseline: one full prefill and its decode steps, one image encoding.
-        let mut positions = qa + decode(run.baseline_steps);
-        let mut vision = 1;
-        // Maps: every map pass runs the whole prompt through all layers and re-encodes the
-        // image (or tile); rel-att and pure-grad also run the general prompt.
-        let (passes_qa, passes_general) = match run.method {
-            Method::RelAtt | Method::PureGrad => (1, 1),
-            Method::GradAtt => (1, 0),
-        };
-        positions += tiles * (passes_qa * map_qa + passes_general * general);
-        vision += tiles * (passes_qa + passes_general);
-        // Final answer: the two-image prompt and its decode steps, two encodings.
-        positions += fin + decode(run.crop_steps);
-        vision += 2;
-        Cost {
-            llm_positions: positions,
-            vision_images: vision,
-        }
+impl<B: Backend> GradientSource for LlavaVicrop<B> {
+    fn pixel_gradient(
+        &self,
+        img: &mut LlavaImage<B>,
+        question: &str,
+        meter: &mut Meter,
+    ) -> Result<Vec<f32>> {
+        self.pixel_grad_norm(&img.image, question, meter)
     }
 }
 
 /// The map layer for an LLM of `n_layers`: the reference's 14 of 32, scaled and rounded.
 pub fn default_layer(n_layers: usize) -> usize {
-    ((14 * n_layers + 16) / 32).min(n_layers.saturating_sub(1))
+    LayerRule::LLAVA.for_depth(n_layers)
+}
+
+/// Compile-time check: a loaded model and pipeline can be shared across threads, and a
+/// prepared image moved between them.
+#[allow(dead_code)]
+fn assert_thread_safe<B: Backend>()
+where
+    B::Device: Send + Sync,
+{
+    fn shareable<T: Send + Sync>() {}
+    fn movable<T: Send>() {}
+    shareable::<LlavaVicrop<B>>();
+    shareable::<vicrop_core::ViCrop<LlavaVicrop<B>>>();
+    movable::<vicrop_core::PreparedImage<LlavaVicrop<B>>>();
 }
