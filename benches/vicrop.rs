@@ -8,7 +8,6 @@
 use criterion::{criterion_group, criterion_main, Criterion};
 use vicrop::core::{
     load_image, AdaptiveWindow, CropSelector, LoadLimits, Method, Question, SaliencyMap, ViCrop,
-    VicropModel,
 };
 use vicrop::models::{backend::Cpu, LlavaModel, LlavaVicrop, LoadOptions};
 

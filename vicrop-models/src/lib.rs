@@ -19,9 +19,8 @@ pub mod llava;
 pub mod nn;
 pub mod processor;
 pub mod tokenizer;
-pub mod vicrop;
 pub mod weights;
 
 pub use error::{ModelError, Result};
+pub use llava::LlavaVicrop;
 pub use llava::{Answer, LlavaModel, LoadOptions};
-pub use vicrop::LlavaVicrop;

@@ -5,6 +5,8 @@
 //! layers with quick-GELU MLPs. Only the layers up to the requested hidden state are built and
 //! run; CLIP's `post_layernorm` only serves the pooled output, which LLaVA never reads.
 
+pub mod config;
+
 use burn::tensor::{
     backend::{AutodiffBackend, Backend},
     module::attention,

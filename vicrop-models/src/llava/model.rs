@@ -11,6 +11,7 @@ use burn::tensor::{
 };
 use image::RgbImage;
 
+use super::processor::ClipImageProcessor;
 use crate::clip::ClipVision;
 use crate::config::{
     read_json, Activation, GenerationConfig, LlavaConfig, LlavaSpec, PreprocessorConfig,
@@ -19,7 +20,6 @@ use crate::config::{
 use crate::error::{ModelError, Result};
 use crate::llama::{KvCache, Llama, Probe};
 use crate::nn::{activate, Linear, LoadCtx};
-use crate::processor::ClipImageProcessor;
 use crate::tokenizer::{expand_image_tags, llava_prompt, Tokenizer};
 use crate::weights::Checkpoint;
 

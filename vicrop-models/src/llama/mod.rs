@@ -8,6 +8,8 @@
 //! output, so under an autodiff backend gradients with respect to it are exactly the
 //! reference's `d v / d attn[layer][:, L-1, :]`.
 
+pub mod config;
+
 use burn::tensor::{
     backend::{AutodiffBackend, Backend},
     module::attention,

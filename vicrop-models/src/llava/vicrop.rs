@@ -25,10 +25,10 @@ use vicrop_core::source::{
 };
 use vicrop_core::Rect;
 
+use super::model::{argmax_host, Generation, Llava, LlavaModel};
+use super::processor::resize_size;
 use crate::error::{ModelError, Result};
 use crate::llama::{KvCache, Probe};
-use crate::llava::{argmax_host, Generation, Llava, LlavaModel};
-use crate::processor::resize_size;
 
 pub use vicrop_core::GENERAL_QUESTION;
 
