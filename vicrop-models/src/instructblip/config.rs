@@ -222,18 +222,33 @@ pub struct InstructBlipConfig {
     pub image_token_index: Option<u32>,
 }
 
-/// The token ids of `text_config` that [`LlamaConfig`] does not carry.
+/// The fields of `text_config` that [`LlamaConfig`] does not carry.
 #[derive(Debug, Clone, Default, Deserialize)]
 pub struct TextTokenIds {
-    /// Beginning of sequence (LlamaConfig default 1).
+    /// Architecture names (`Salesforce/instructblip-vicuna-7b` says `"LLaMAForCausalLM"`).
     #[serde(default)]
-    pub bos_token_id: Option<u32>,
-    /// End of sequence (LlamaConfig default 2).
+    pub architectures: Option<Vec<String>>,
+    /// Beginning of sequence (LlamaConfig default 1; the 7B checkpoint says 0).
+    #[serde(default)]
+    pub bos_token_id: Option<i64>,
+    /// End of sequence (LlamaConfig default 2; the 7B checkpoint says 1).
     #[serde(default)]
     pub eos_token_id: Option<OneOrMany>,
-    /// Padding.
+    /// Padding (the 7B checkpoint says -1).
     #[serde(default)]
-    pub pad_token_id: Option<u32>,
+    pub pad_token_id: Option<i64>,
+}
+
+impl TextTokenIds {
+    /// Whether transformers' `generate` rewrites generated id 0 as 2 afterwards (it does when
+    /// `text_config.architectures[0]` is the old spelling `"LLaMAForCausalLM"`, to make up for
+    /// the checkpoint's inconsistent BOS ids).
+    pub fn zero_to_two(&self) -> bool {
+        self.architectures
+            .as_ref()
+            .and_then(|a| a.first())
+            .is_some_and(|a| a == "LLaMAForCausalLM")
+    }
 }
 
 /// A validated InstructBLIP configuration: everything the Rust model needs, defaults applied.
@@ -501,10 +516,12 @@ mod tests {
       "num_query_tokens": 32,
       "qformer_config": {"model_type": "instructblip_qformer"},
       "text_config": {
-        "architectures": ["LlamaForCausalLM"],
+        "architectures": ["LLaMAForCausalLM"],
         "model_type": "llama",
         "max_position_embeddings": 2048,
-        "pad_token_id": 0,
+        "bos_token_id": 0,
+        "eos_token_id": 1,
+        "pad_token_id": -1,
         "vocab_size": 32001
       },
       "vision_config": {"model_type": "instructblip_vision_model"}
@@ -552,7 +569,12 @@ mod tests {
         );
         assert_eq!((t.intermediate_size, t.vocab_size), (11008, 32001));
         assert_eq!(t.rms_norm_eps, 1e-6);
-        assert_eq!(spec.text_ids.pad_token_id, Some(0));
+        assert_eq!(spec.text_ids.pad_token_id, Some(-1));
+        assert_eq!(
+            spec.text_ids.eos_token_id.as_ref().map(OneOrMany::to_vec),
+            Some(vec![1])
+        );
+        assert!(spec.text_ids.zero_to_two());
         assert_eq!(spec.image_token_index, None);
     }
 

@@ -212,6 +212,7 @@ pub struct InstructBlipModel<B: Backend> {
     tokenizer: Tokenizer,
     qformer_tokenizer: Tokenizer,
     eos: Vec<u32>,
+    zero_to_two: bool,
     dir: PathBuf,
     device: B::Device,
     dtype: DType,
@@ -251,6 +252,7 @@ impl<B: Backend> InstructBlipModel<B> {
             tokenizer,
             qformer_tokenizer,
             eos,
+            zero_to_two: spec.text_ids.zero_to_two(),
             dir: dir.to_path_buf(),
             device: device.clone(),
             dtype: options.dtype,
@@ -386,6 +388,10 @@ impl<B: Backend> InstructBlipModel<B> {
 
     /// Greedy decoding from prompt embeddings: prefill, then one token at a time until an EOS
     /// id or `max_new_tokens`. `cache` may already hold a prefix.
+    ///
+    /// As transformers' `InstructBlipForConditionalGeneration.generate`, a generated id 0 is
+    /// reported as 2 when `text_config.architectures[0]` is `"LLaMAForCausalLM"` (the
+    /// Salesforce checkpoints); the model itself is fed the id it chose.
     pub fn generate(
         &self,
         embeds: Tensor<B, 3>,
@@ -427,7 +433,12 @@ impl<B: Backend> InstructBlipModel<B> {
                 stopped_at_eos = true;
                 break;
             }
-            token_ids.push(next);
+            // transformers rewrites 0 as 2 in the returned ids (not in what the model reads).
+            token_ids.push(if self.zero_to_two && next == 0 {
+                2
+            } else {
+                next
+            });
             if token_ids.len() < max_new_tokens {
                 out = llm.forward(llm.embed_ids(&[next])?.unsqueeze(), cache, None)?;
             }
