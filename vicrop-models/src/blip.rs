@@ -2,8 +2,9 @@
 //!
 //! Patch embedding (a stride-`p` convolution with bias, computed as one matmul over unfolded
 //! patches), a learned class embedding and position embeddings (no pre-norm), then pre-norm
-//! encoder layers whose attention uses one fused `qkv` projection without a bias parameter of
-//! its own but with `q_bias` and `v_bias` (the key bias is zero), a `projection`, and an
+//! encoder layers whose attention uses one fused `qkv` projection (its bias, when
+//! `qkv_bias`, is `cat(q_bias, 0, v_bias)`: stored whole as `qkv.bias` by transformers, or as
+//! `q_bias` / `v_bias` in the LAVIS layout), a `projection`, and an
 //! `fc1 -> act -> fc2` MLP; finally `post_layernorm` over every token. The output is that
 //! post-layernormed last hidden state, `[n, 1 + patches, d]`, which the Q-Former
 //! cross-attends to.
@@ -42,6 +43,22 @@ impl<B: Backend> BlipLayer<B> {
             fc2: self.fc2.lift(),
         }
     }
+}
+
+/// The fused attention bias `[3d]` under `prefix` (`...self_attn`).
+///
+/// transformers registers it as `qkv.bias` (built from `q_bias`, zeros and `v_bias` at init,
+/// then stored whole); the original LAVIS layout stores `q_bias` and `v_bias` only, the key
+/// bias being zero. Both load.
+fn load_qkv_bias<B: Backend>(ctx: &LoadCtx<B>, prefix: &str, d: usize) -> Result<Tensor<B, 1>> {
+    let fused = format!("{prefix}.qkv.bias");
+    if ctx.ckpt.contains(&fused) || !ctx.ckpt.contains(&format!("{prefix}.q_bias")) {
+        return ctx.tensor(&fused, [3 * d]);
+    }
+    let q_bias: Tensor<B, 1> = ctx.tensor(&format!("{prefix}.q_bias"), [d])?;
+    let v_bias: Tensor<B, 1> = ctx.tensor(&format!("{prefix}.v_bias"), [d])?;
+    let k_bias = q_bias.zeros_like();
+    Ok(Tensor::cat(vec![q_bias, k_bias, v_bias], 0))
 }
 
 /// The vision transformer.
@@ -86,10 +103,7 @@ impl<B: Backend> BlipVision<B> {
             let lp = format!("{prefix}.encoder.layers.{i}");
             let mut qkv = Linear::load(ctx, &format!("{lp}.self_attn.qkv"), d, 3 * d, false)?;
             if cfg.qkv_bias {
-                let q_bias: Tensor<B, 1> = ctx.tensor(&format!("{lp}.self_attn.q_bias"), [d])?;
-                let v_bias: Tensor<B, 1> = ctx.tensor(&format!("{lp}.self_attn.v_bias"), [d])?;
-                let k_bias = q_bias.zeros_like();
-                qkv.bias = Some(Tensor::cat(vec![q_bias, k_bias, v_bias], 0));
+                qkv.bias = Some(load_qkv_bias(ctx, &format!("{lp}.self_attn"), d)?);
             }
             layers.push(BlipLayer {
                 ln1: LayerNorm::load(ctx, &format!("{lp}.layer_norm1"), d, eps)?,

@@ -12,7 +12,8 @@
 //! One cross-attention (by its index among the cross-attention layers, as transformers'
 //! `qformer_outputs.cross_attentions` counts them) can be *probed*: its post-softmax
 //! probabilities are computed explicitly in f32 and handed out, optionally as an autodiff leaf
-//! that also feeds the rest of the network, so that gradients with respect to it can be read.
+//! tapped into the forward ([`crate::nn::grad_tap`]), so that gradients with respect to it can
+//! be read.
 //! Every other attention goes through the fused kernel.
 
 use burn::tensor::{
@@ -25,7 +26,7 @@ use burn::tensor::{
 use crate::config::Activation;
 use crate::error::{ModelError, Result};
 use crate::instructblip::config::QFormerConfig;
-use crate::nn::{activate, softmax_f32, LayerNorm, Linear, LoadCtx};
+use crate::nn::{activate, grad_tap, softmax_f32, LayerNorm, Linear, LoadCtx};
 
 /// Multi-head attention followed by BERT's `dense -> + residual -> LayerNorm` output.
 #[derive(Debug, Clone)]
@@ -93,11 +94,15 @@ impl<B: Backend> QAttention<B> {
             Some(grad_leaf) => {
                 // transformers divides the scores by sqrt(head_dim) after the product.
                 let scores = q.matmul(k.swap_dims(2, 3)) / (hd as f64).sqrt(); // [n, h, t, s]
-                let mut probs = softmax_f32(scores);
-                if grad_leaf {
-                    probs = probs.detach().require_grad();
-                }
-                let ctx = probs.clone().cast(v.dtype()).matmul(v); // [n, h, t, hd]
+                let probs = softmax_f32(scores);
+                // Under `grad_leaf` the handed-out probabilities are a leaf tapped into the
+                // forward: their gradient is read, paths upstream of them stay complete.
+                let (used, probs) = if grad_leaf {
+                    grad_tap(probs)
+                } else {
+                    (probs.clone(), probs)
+                };
+                let ctx = used.cast(v.dtype()).matmul(v); // [n, h, t, hd]
                 (ctx, Some(probs))
             }
             None => (

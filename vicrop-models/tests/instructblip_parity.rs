@@ -14,6 +14,8 @@ use std::collections::HashMap;
 
 use burn::tensor::Tensor;
 use common::{copy_fixture, fixture, max_abs_diff, read_goldens, Golden};
+use vicrop_core::filters::{block_mean, high_pass_mask, Plane};
+use vicrop_core::pil::{resize_rgb8, Filter};
 use vicrop_core::{load_image, LoadLimits};
 use vicrop_models::backend::Cpu;
 use vicrop_models::instructblip::{AttentionSignals, InstructBlipModel, SignalProbe};
@@ -31,6 +33,15 @@ fn image(stem: &str) -> image::RgbImage {
     if stem == "chelsea_crop" {
         let full = image("chelsea");
         return image::imageops::crop_imm(&full, 50, 80, 200, 200).to_image();
+    }
+    if stem == "chelsea_pair" {
+        // chelsea beside its mirror image (tools/gen_vicrop_goldens.py).
+        let left = image("chelsea");
+        let mut pair = image::RgbImage::new(2 * left.width(), left.height());
+        image::imageops::replace(&mut pair, &left, 0, 0);
+        let mirrored = image::imageops::flip_horizontal(&left);
+        image::imageops::replace(&mut pair, &mirrored, i64::from(left.width()), 0);
+        return pair;
     }
     load_image(
         &fixture(&format!("images/{stem}.png")),
@@ -296,13 +307,14 @@ fn check_config(name: &str) {
             seq_len,
         );
 
-        // The attention signals of the first image (the LLM stops at the probed layer).
-        let first = states.narrow(0, 0, 1);
-        let s = model
-            .attention_signals(first, question, layer, kx, false)
-            .expect("signals");
-        assert!(s.llm_row_grad.is_none() && s.cross_grad.is_none());
-        check_signals(&what("attention_signals"), &s, &goldens, case, nq, seq_len);
+        // The attention signals of a one-image prompt (the LLM stops at the probed layer).
+        if images.len() == 1 {
+            let s = model
+                .attention_signals(states, question, layer, kx, false)
+                .expect("signals");
+            assert!(s.llm_row_grad.is_none() && s.cross_grad.is_none());
+            check_signals(&what("attention_signals"), &s, &goldens, case, nq, seq_len);
+        }
     }
 }
 
@@ -385,23 +397,19 @@ fn rel_close(what: &str, ours: &[f32], golden: &[f32], tol: f32) {
     );
 }
 
-/// The ViCrop goldens' InstructBLIP maps (non-tiled rel-att and grad-att cases) from our raw
-/// signals: the rel-att numerator and denominator, and the gradient-weighted map from one
-/// backward pass.
+/// The ViCrop goldens' InstructBLIP cases from our raw signals: the baseline answer and the
+/// answer with the golden crop (every case); for the untiled cases the rel-att numerator and
+/// denominator, the gradient-weighted map from one backward pass, and the pure-grad map from
+/// the pixel-gradient norms (chained as method.md section 3 says).
 #[test]
 fn signals_give_the_vicrop_goldens_maps() {
     let doc = json("goldens/vicrop-instructblip.json");
     let general = doc["general_question"].as_str().expect("general");
     let mut models: HashMap<String, InstructBlipModel<Cpu>> = HashMap::new();
     let mut checked = 0;
+    let max_new = doc["max_new_tokens"].as_u64().expect("max new") as usize;
     for case in doc["cases"].as_array().expect("cases") {
-        if case["high_res"].as_bool().unwrap_or(true) {
-            continue;
-        }
         let method = case["method"].as_str().expect("method");
-        if method == "pure-grad" {
-            continue;
-        }
         let name = case["checkpoint"].as_str().expect("checkpoint").to_string();
         let model = models.entry(name.clone()).or_insert_with(|| load(&name));
         let stem = case["image"].as_str().expect("image");
@@ -409,6 +417,26 @@ fn signals_give_the_vicrop_goldens_maps() {
         let layer = case["lm_layer"].as_u64().expect("layer") as usize;
         let kx = case["cross_attn_index"].as_u64().expect("kx") as usize;
         let img = image(stem);
+        // The baseline answer and the final answer with the golden crop as a second image.
+        let baseline = model.answer(&[&img], question, max_new).expect("answer");
+        assert_eq!(
+            baseline.token_ids,
+            ids(&case["baseline"]["ids"]),
+            "{name} {stem}: baseline answer"
+        );
+        let b: Vec<u32> = ids(&case["bbox"]);
+        let crop = image::imageops::crop_imm(&img, b[0], b[1], b[2] - b[0], b[3] - b[1]).to_image();
+        let fin = model
+            .answer(&[&img, &crop], question, max_new)
+            .expect("answer");
+        assert_eq!(
+            fin.token_ids,
+            ids(&case["crop"]["ids"]),
+            "{name} {stem} {method}: answer with the crop"
+        );
+        if case["high_res"].as_bool().unwrap_or(true) {
+            continue;
+        }
         let state = model.encode_images(&[&img]).expect("vision");
         let floats = |v: &serde_json::Value| -> Vec<f32> {
             v.as_array()
@@ -423,7 +451,7 @@ fn signals_give_the_vicrop_goldens_maps() {
         let what = format!("{name} {stem} {method}");
         match method {
             "rel-att" => {
-                for (q, key) in [(question, "qa"), (general, "general")] {
+                for (q, key) in [(question, "map_qa"), (general, "map_general")] {
                     let s = model
                         .attention_signals(state.clone(), q, layer, kx, false)
                         .expect("signals");
@@ -447,6 +475,28 @@ fn signals_give_the_vicrop_goldens_maps() {
                 close(&format!("{what} llm_row"), &s.llm_row, &plain.llm_row);
                 close(&format!("{what} cross"), &s.cross, &plain.cross);
                 rel_close(&what, &chain(&s, true), &floats(&case["map"]), 1e-3);
+            }
+            "pure-grad" => {
+                let qa = model.pixel_grad_norm(&img, question).expect("gradient");
+                let gen = model.pixel_grad_norm(&img, general).expect("gradient");
+                let side = model.image_size();
+                let small = resize_rgb8(&img, side as u32, side as u32, Filter::Bilinear);
+                let (_, mask) = high_pass_mask(&small);
+                let data = qa
+                    .iter()
+                    .zip(&gen)
+                    .zip(&mask)
+                    .map(|((a, b), &m)| if m { a / b } else { 0.0 })
+                    .collect();
+                let plane = Plane {
+                    width: side,
+                    height: side,
+                    data,
+                };
+                let reduced = block_mean(&plane, model.patch_size());
+                let g = model.grid();
+                let map: Vec<f32> = (0..g * g).map(|i| reduced.at(i % g, i / g)).collect();
+                rel_close(&what, &map, &floats(&case["map"]), 1e-3);
             }
             _ => continue,
         }

@@ -31,7 +31,7 @@ use super::processor::{instructblip_prompt, load_image_processor, load_qformer_t
 ///
 /// | part | tensors |
 /// |---|---|
-/// | vision | `vision_model.embeddings.{class_embedding [1,1,dv], patch_embedding.{weight [dv,3,p,p], bias}, position_embedding [1,1+g*g,dv]}`, `vision_model.encoder.layers.{i}.{layer_norm1, self_attn.{qkv.weight [3dv,dv], q_bias, v_bias, projection}, layer_norm2, mlp.{fc1, fc2}}`, `vision_model.post_layernorm` |
+/// | vision | `vision_model.embeddings.{class_embedding [1,1,dv], patch_embedding.{weight [dv,3,p,p], bias}, position_embedding [1,1+g*g,dv]}`, `vision_model.encoder.layers.{i}.{layer_norm1, self_attn.{qkv.{weight [3dv,dv], bias [3dv]}, projection}, layer_norm2, mlp.{fc1, fc2}}`, `vision_model.post_layernorm` |
 /// | queries | `query_tokens [1, n_queries, dq]` |
 /// | Q-Former | `qformer.embeddings.{word_embeddings, position_embeddings, layernorm}`, `qformer.encoder.layer.{i}.{attention, crossattention (i % freq == 0)}.{attention.{query, key, value}, output.{dense, LayerNorm}}`, `.{intermediate, intermediate_query}.dense`, `.{output, output_query}.{dense, LayerNorm}` |
 /// | projection | `language_projection.{weight [dt,dq], bias}` |
@@ -579,8 +579,8 @@ impl<B: Backend> InstructBlipModel<B> {
         )
     }
 
-    /// Host-side signals from the probed tensors: `row: [heads, len]` (the image's queries at
-    /// positions `0..n_queries`), `cross: [1, heads_q, n_queries, 1 + patches]`.
+    /// Host-side signals of the first image from the probed tensors: `row: [heads, len]` (its
+    /// queries at positions `0..n_queries`), `cross: [n, heads_q, n_queries, 1 + patches]`.
     fn signals(
         &self,
         row: Tensor<B, 2>,
@@ -594,7 +594,7 @@ impl<B: Backend> InstructBlipModel<B> {
         let [_, cross_heads, _, tokens] = cross.dims();
         let patches = tokens - 1;
         let row_part = |r: Tensor<B, 2>| host(r.narrow(1, 0, nq));
-        let cross_part = |c: Tensor<B, 4>| host(c.narrow(3, 1, patches));
+        let cross_part = |c: Tensor<B, 4>| host(c.narrow(0, 0, 1).narrow(3, 1, patches));
         Ok(AttentionSignals {
             llm_heads,
             cross_heads,
