@@ -172,3 +172,18 @@ pub fn activate<B: Backend, const D: usize>(act: Activation, x: Tensor<B, D>) ->
 pub fn softmax_f32<B: Backend, const D: usize>(scores: Tensor<B, D>) -> Tensor<B, D> {
     activation::softmax(scores.cast(DType::F32), D - 1)
 }
+
+/// Taps an intermediate tensor for its gradient: returns `(used, leaf)` where `leaf` is a new
+/// autodiff leaf holding `x`'s values and `used = x + (leaf - detach(leaf))` equals `x` exactly.
+///
+/// Feeding `used` forward makes `leaf.grad()` the gradient with respect to `x` (as torch's
+/// `autograd.grad(loss, x)` for an intermediate `x`), while every path through `x`'s own
+/// inputs stays in the graph, so that gradients with respect to tensors upstream of `x` (for
+/// instance another tapped tensor) are complete. A plain `x.detach().require_grad()` would
+/// cut those paths. On untracked inputs the extra path costs nothing in the backward pass; on
+/// a backend without autodiff `used` is `x` plus zeros.
+pub fn grad_tap<B: Backend, const D: usize>(x: Tensor<B, D>) -> (Tensor<B, D>, Tensor<B, D>) {
+    let leaf = x.clone().detach().require_grad();
+    let used = x + (leaf.clone() - leaf.clone().detach());
+    (used, leaf)
+}

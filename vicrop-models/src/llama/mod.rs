@@ -19,7 +19,7 @@ use burn::tensor::{
 
 use crate::config::{Activation, LlamaConfig};
 use crate::error::{ModelError, Result};
-use crate::nn::{activate, softmax_f32, Linear, LoadCtx, RmsNorm};
+use crate::nn::{activate, grad_tap, softmax_f32, Linear, LoadCtx, RmsNorm};
 
 #[derive(Debug, Clone)]
 struct DecoderLayer<B: Backend> {
@@ -421,12 +421,15 @@ impl<B: Backend> Llama<B> {
             let q_last = q.clone().narrow(2, t - 1, 1);
             let scale = (hd as f64).powf(-0.5);
             let scores = q_last.matmul(k.clone().swap_dims(2, 3)) * scale; // [b, h, 1, s]
-                                                                           // [h, s], f32; under `grad_leaf` this very tensor is the autodiff leaf.
-            let mut row = softmax_f32(scores).reshape([h, s]);
-            if probe.grad_leaf {
-                row = row.detach().require_grad();
-            }
-            let probs = row.clone().reshape([b, h, 1, s]);
+                                                                           // [h, s], f32; under `grad_leaf` the handed-out row is an autodiff leaf tapped
+                                                                           // into the forward (see `grad_tap`: gradients upstream of it stay complete).
+            let row = softmax_f32(scores).reshape([h, s]);
+            let (used, row) = if probe.grad_leaf {
+                grad_tap(row)
+            } else {
+                (row.clone(), row)
+            };
+            let probs = used.reshape([b, h, 1, s]);
             let last = probs.clone().cast(v.dtype()).matmul(v.clone()); // [b, h, 1, hd]
             let ctx = if t > 1 {
                 let rest = attention(
