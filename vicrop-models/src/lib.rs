@@ -27,6 +27,6 @@ pub mod tokenizer;
 pub mod weights;
 
 pub use error::{ModelError, Result};
-pub use instructblip::InstructBlipModel;
+pub use instructblip::{InstructBlipModel, InstructBlipVicrop};
 pub use llava::LlavaVicrop;
 pub use llava::{Answer, LlavaModel, LoadOptions};

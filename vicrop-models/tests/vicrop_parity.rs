@@ -1,14 +1,16 @@
-//! ViCrop parity with the transformers pipeline of `tools/gen_vicrop_goldens.py` on the tiny
-//! checkpoints: maps within 1e-4 relative (to the map's largest magnitude), identical boxes,
+//! ViCrop parity with the transformers pipelines of `tools/gen_vicrop_goldens.py` (LLaVA) and
+//! `tools/gen_vicrop_goldens_blip.py` (InstructBLIP) on the tiny checkpoints: maps within 1e-4 relative (to the map's largest magnitude), identical boxes,
 //! identical baseline and crop answers; for rel-att, grad-att and pure-grad, a non-square image
 //! and high-resolution tiling.
 
 mod common;
 
 use common::fixture;
-use vicrop_core::{load_image, LoadLimits, Method, Question, ViCrop};
+use vicrop_core::{
+    load_image, AttentionSource, GradientSource, LoadLimits, Method, Question, ViCrop,
+};
 use vicrop_models::backend::Cpu;
-use vicrop_models::{LlavaModel, LlavaVicrop, LoadOptions};
+use vicrop_models::{InstructBlipModel, InstructBlipVicrop, LlavaModel, LlavaVicrop, LoadOptions};
 
 const REL_TOL: f64 = 1e-4;
 
@@ -42,24 +44,20 @@ fn ids(v: &serde_json::Value) -> Vec<u32> {
         .collect()
 }
 
-#[test]
-fn vicrop_matches_the_transformers_pipeline() {
-    let golden: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(fixture("goldens/vicrop.json")).expect("golden"),
-    )
-    .expect("json");
+/// Runs every case of a golden file through `ViCrop` on the checkpoints `make` loads.
+fn check_goldens<M: AttentionSource + GradientSource>(golden_file: &str, make: impl Fn(&str) -> M)
+where
+    M::Error: std::fmt::Debug,
+{
+    let golden: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(fixture(golden_file)).expect("golden"))
+            .expect("json");
     let max_new = golden["max_new_tokens"].as_u64().expect("max") as usize;
     let mut pipelines = std::collections::HashMap::new();
     for case in golden["cases"].as_array().expect("cases") {
         let name = case["checkpoint"].as_str().expect("checkpoint");
         let pipeline = pipelines.entry(name.to_string()).or_insert_with(|| {
-            let model = LlavaModel::<Cpu>::load(
-                &fixture(name),
-                &Default::default(),
-                LoadOptions::default(),
-            )
-            .expect("model");
-            let mut p = ViCrop::new(LlavaVicrop::new(model));
+            let mut p = ViCrop::new(make(name));
             p.max_new_tokens = max_new;
             p
         });
@@ -73,10 +71,16 @@ fn vicrop_matches_the_transformers_pipeline() {
         let mut prepared = pipeline.prepare(&img).expect("prepare");
         let out = pipeline.run(&mut prepared, &q).expect("run");
 
+        let layer = case.get("layer").or_else(|| case.get("lm_layer"));
         assert_eq!(
             out.layer as u64,
-            case["layer"].as_u64().expect("layer"),
+            layer.and_then(|l| l.as_u64()).expect("layer"),
             "{label}: layer"
+        );
+        assert_eq!(
+            out.connector_layer.map(|c| c as u64),
+            case.get("cross_attn_index").and_then(|c| c.as_u64()),
+            "{label}: connector layer"
         );
         assert_eq!(
             out.answer.token_ids,
@@ -85,7 +89,7 @@ fn vicrop_matches_the_transformers_pipeline() {
         );
         assert_eq!(
             out.answer.text,
-            case["baseline"]["text"].as_str().expect("text"),
+            case["baseline"]["text"].as_str().expect("text").trim(),
             "{label}"
         );
 
@@ -129,7 +133,7 @@ fn vicrop_matches_the_transformers_pipeline() {
         );
         assert_eq!(
             out.crop_answer.text,
-            case["crop"]["text"].as_str().expect("text"),
+            case["crop"]["text"].as_str().expect("text").trim(),
             "{label}"
         );
         println!(
@@ -140,6 +144,29 @@ fn vicrop_matches_the_transformers_pipeline() {
             out.reference_cost.vision_images
         );
     }
+}
+
+#[test]
+fn vicrop_matches_the_transformers_pipeline() {
+    check_goldens("goldens/vicrop.json", |name| {
+        let model =
+            LlavaModel::<Cpu>::load(&fixture(name), &Default::default(), LoadOptions::default())
+                .expect("model");
+        LlavaVicrop::new(model)
+    });
+}
+
+#[test]
+fn instructblip_vicrop_matches_the_transformers_pipeline() {
+    check_goldens("goldens/vicrop-instructblip.json", |name| {
+        let model = InstructBlipModel::<Cpu>::load(
+            &fixture(name),
+            &Default::default(),
+            LoadOptions::default(),
+        )
+        .expect("model");
+        InstructBlipVicrop::new(model)
+    });
 }
 
 #[test]

@@ -7,6 +7,7 @@
 //!   defaults, and the validated [`InstructBlipSpec`].
 //! - [`processor`]: the BLIP image processor, the prompt, the Q-Former tokenizer.
 //! - [`model`]: the network [`InstructBlip`] and the loaded checkpoint [`InstructBlipModel`].
+//! - [`vicrop`]: the signals ViCrop reads ([`InstructBlipVicrop`]).
 //!
 //! The LLM input for `n` images is `[queries(image 1), ..., queries(image n), BOS, prompt]`:
 //! the projected Q-Former outputs of every image in order, then the embedded prompt ids. This
@@ -16,7 +17,9 @@
 pub mod config;
 pub mod model;
 pub mod processor;
+pub mod vicrop;
 
 pub use config::{InstructBlipConfig, InstructBlipSpec};
 pub use model::{names, AttentionSignals, InstructBlip, InstructBlipModel, SignalProbe};
 pub use processor::instructblip_prompt;
+pub use vicrop::{InstructBlipImage, InstructBlipVicrop};

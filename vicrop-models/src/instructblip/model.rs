@@ -348,6 +348,11 @@ impl<B: Backend> InstructBlipModel<B> {
             .encode(&instructblip_prompt(question), true)
     }
 
+    /// Positions the language model holds (`text_config.max_position_embeddings`).
+    pub fn context_length(&self) -> usize {
+        self.net.spec().text.max_position_embeddings
+    }
+
     /// Length of the LLM sequence for `question` with `n_images` images (prefill positions).
     pub fn llm_seq_len(&self, question: &str, n_images: usize) -> Result<usize> {
         Ok(n_images * self.num_query_tokens() + self.prompt_ids(question)?.len())
@@ -408,6 +413,15 @@ impl<B: Backend> InstructBlipModel<B> {
         max_new_tokens: usize,
         probe_layer: Option<usize>,
     ) -> Result<(Generation, Option<Tensor<B, 2>>)> {
+        let needed = cache.len() + embeds.dims()[1] + max_new_tokens;
+        let context = self.context_length();
+        if needed > context {
+            return Err(ModelError::InvalidInput(format!(
+                "max_new_tokens {max_new_tokens} does not fit the context: the prompt takes {} \
+                 of the {context} positions in text_config.max_position_embeddings",
+                needed - max_new_tokens
+            )));
+        }
         let mut token_ids = Vec::new();
         let mut stopped_at_eos = false;
         if max_new_tokens == 0 && probe_layer.is_none() {
