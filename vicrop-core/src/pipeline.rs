@@ -302,7 +302,7 @@ impl<M: AttentionSource + GradientSource> ViCrop<M> {
                 let c = connector.or(depth.default_connector_layer()).unwrap_or(0);
                 if c >= k {
                     return Err(format!(
-                        "connector layer {c} is out of range: the model has {k} cross-attention \
+                        "connector (Q-Former cross-attention) layer {c} is out of range: the model has {k} such \
                          layers (0..={})",
                         k.saturating_sub(1)
                     ));

@@ -407,7 +407,7 @@ fn bad_layers_and_token_budgets_are_errors() {
     q.layer = None;
     q.connector_layer = Some(3);
     let e = pipeline.run(&mut prepared, &q).expect_err("connector");
-    assert!(e.to_string().contains("connector layer 3"), "{e}");
+    assert!(e.to_string().contains("layer 3 is out of range"), "{e}");
     q.connector_layer = None;
     let mut greedy = ViCrop::new(Fake::new(true));
     greedy.max_new_tokens = 100_000;

@@ -6,10 +6,12 @@ use anyhow::{bail, Context, Result};
 use burn::tensor::{backend::Backend, DType};
 use vicrop_core::pipeline::{Method, Outcome, Question, ViCrop};
 use vicrop_core::{
-    load_image, AdaptiveWindow, CropBox, CropSelector, LoadLimits, MapPlacement, SaliencyMap,
-    VisionLanguageModel,
+    load_image, AdaptiveWindow, AttentionSource, CropBox, CropSelector, GradientSource, LoadLimits,
+    MapPlacement, SaliencyMap,
 };
-use vicrop_models::{hub::resolve_model_dir, Answer, LlavaModel, LlavaVicrop, LoadOptions};
+use vicrop_models::{
+    hub::resolve_model_dir, Answer, AnyModel, InstructBlipVicrop, LlavaVicrop, LoadOptions,
+};
 
 /// Inputs of `vicrop answer`.
 #[derive(Debug, Clone)]
@@ -35,16 +37,16 @@ pub fn spinner(message: &str) -> indicatif::ProgressBar {
     bar
 }
 
-/// Resolves `--model` and loads it on backend `B`, with a spinner that stays up for the
-/// caller's next step.
+/// Resolves `--model` and loads it on backend `B` (the family named by its `config.json`),
+/// with a spinner that stays up for the caller's next step.
 fn load_model<B: Backend>(
     model: &str,
     device: &B::Device,
     dtype: DType,
-) -> Result<(LlavaModel<B>, indicatif::ProgressBar)> {
+) -> Result<(AnyModel<B>, indicatif::ProgressBar)> {
     let dir = resolve_model_dir(model)?;
     let bar = spinner(&format!("loading {}", dir.display()));
-    let model = LlavaModel::<B>::load(&dir, device, LoadOptions { dtype })
+    let model = AnyModel::<B>::load(&dir, device, LoadOptions { dtype })
         .with_context(|| format!("loading the model from {}", dir.display()))?;
     Ok((model, bar))
 }
@@ -169,6 +171,8 @@ pub struct CropRequest {
     pub high_res: bool,
     /// `--layer`.
     pub layer: Option<usize>,
+    /// `--qformer-layer` (InstructBLIP's cross-attention index; ignored for LLaVA).
+    pub qformer_layer: Option<usize>,
     /// `--side`.
     pub side: Option<u32>,
     /// `--placement`.
@@ -199,6 +203,7 @@ pub fn outcome_json(o: &Outcome, timing: Timing) -> serde_json::Value {
         "method": o.method.name(),
         "high_res": o.high_res,
         "layer": o.layer,
+        "qformer_layer": o.connector_layer,
         "answer": o.answer.text,
         "answer_token_ids": o.answer.token_ids,
         "map": map_json(&o.map),
@@ -246,25 +251,17 @@ pub fn crop_on<B: Backend>(req: &CropRequest, device: &B::Device) -> Result<(Out
     let started = std::time::Instant::now();
     let (model, bar) = load_model::<B>(&req.model, device, req.dtype)?;
     let load_s = started.elapsed().as_secs_f64();
-    let started = std::time::Instant::now();
-    let mut pipeline = ViCrop::new(LlavaVicrop::new(model));
-    pipeline.max_new_tokens = req.max_new_tokens;
-    let side = req
-        .side
-        .unwrap_or_else(|| pipeline.model().geometry().input_side);
-    pipeline = pipeline.with_selector(AdaptiveWindow::new(side).with_placement(req.placement));
-    bar.set_message(format!("ViCrop ({})", req.method.name()));
-    let mut prepared = pipeline.prepare(&image)?;
-    let question = Question {
-        text: req.question.clone(),
-        short: req.short_question.clone(),
-        method: req.method,
-        layer: req.layer,
-        connector_layer: None,
-        high_res: req.high_res,
+    let (outcome, run_s) = match model {
+        AnyModel::Llava(m) => {
+            if req.qformer_layer.is_some() {
+                bar.suspend(|| {
+                    eprintln!("note: --qformer-layer is ignored: LLaVA has no Q-Former")
+                });
+            }
+            crop_with(LlavaVicrop::new(m), req, &image, &bar)?
+        }
+        AnyModel::InstructBlip(m) => crop_with(InstructBlipVicrop::new(m), req, &image, &bar)?,
     };
-    let outcome = pipeline.run(&mut prepared, &question)?;
-    let run_s = started.elapsed().as_secs_f64();
     bar.finish_and_clear();
     if let Some(path) = &req.save_crop {
         let b = outcome.bbox;
@@ -279,6 +276,34 @@ pub fn crop_on<B: Backend>(req: &CropRequest, device: &B::Device) -> Result<(Out
             .with_context(|| format!("writing the heatmap to {}", path.display()))?;
     }
     Ok((outcome, Timing { load_s, run_s }))
+}
+
+/// Runs ViCrop with a loaded model of any family; returns the outcome and its seconds.
+fn crop_with<M: AttentionSource + GradientSource>(
+    model: M,
+    req: &CropRequest,
+    image: &image::RgbImage,
+    bar: &indicatif::ProgressBar,
+) -> Result<(Outcome, f64)> {
+    let started = std::time::Instant::now();
+    let mut pipeline = ViCrop::new(model);
+    pipeline.max_new_tokens = req.max_new_tokens;
+    let side = req
+        .side
+        .unwrap_or_else(|| pipeline.model().geometry().input_side);
+    pipeline = pipeline.with_selector(AdaptiveWindow::new(side).with_placement(req.placement));
+    bar.set_message(format!("ViCrop ({})", req.method.name()));
+    let mut prepared = pipeline.prepare(image)?;
+    let question = Question {
+        text: req.question.clone(),
+        short: req.short_question.clone(),
+        method: req.method,
+        layer: req.layer,
+        connector_layer: req.qformer_layer,
+        high_res: req.high_res,
+    };
+    let outcome = pipeline.run(&mut prepared, &question)?;
+    Ok((outcome, started.elapsed().as_secs_f64()))
 }
 
 /// `vicrop box`: reads a map (`{"rows", "cols", "values"}`, or an object holding one under

@@ -58,10 +58,16 @@ struct CropArgs {
     /// Tile the image into rows of at most 1024 px and stitch per-tile maps (for large images).
     #[arg(long)]
     high_res: bool,
-    /// LLM layer of the attention maps (default: 14 of 32, scaled to the model's depth).
+    /// LLM layer of the attention maps (default: the reference's 14 of 32 for LLaVA, 15 of 32
+    /// for InstructBLIP, scaled to the model's depth).
     #[arg(long)]
     layer: Option<usize>,
-    /// Base crop side S in pixels (default: the vision encoder's input size, 336 for LLaVA-1.5).
+    /// InstructBLIP: Q-Former cross-attention index of the maps (default: 2 of 6, i.e. Q-Former
+    /// layer 4, scaled). Ignored, with a note, for LLaVA.
+    #[arg(long)]
+    qformer_layer: Option<usize>,
+    /// Base crop side S in pixels (default: the vision encoder's input size, 336 for LLaVA-1.5,
+    /// 224 for InstructBLIP).
     #[arg(long)]
     side: Option<u32>,
     /// A shorter question for the map passes.
@@ -234,6 +240,7 @@ fn crop(args: CropArgs) -> Result<()> {
         },
         high_res: args.high_res,
         layer: args.layer,
+        qformer_layer: args.qformer_layer,
         side: args.side,
         placement: match args.placement {
             PlacementArg::WholeImage => vicrop_core::MapPlacement::WholeImage,

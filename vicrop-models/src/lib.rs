@@ -4,6 +4,7 @@
 //!   image processor and tokenizer; answers questions, hands out attention rows.
 //! - [`instructblip::InstructBlipModel`]: an InstructBLIP-Vicuna checkpoint (BLIP/EVA ViT,
 //!   Q-Former, projection, LLaMA) with its processor and both tokenizers.
+//! - [`loader`]: picks the family from `config.json` ([`AnyModel`]).
 //! - [`config`]: serde mirrors of the HF JSON files, with transformers' defaults.
 //! - [`weights`]: safetensors loading (single or sharded, F32/F16/BF16).
 //! - [`processor`]: `CLIPImageProcessor` semantics, PIL-exact.
@@ -20,6 +21,7 @@ pub mod hub;
 pub mod instructblip;
 pub mod llama;
 pub mod llava;
+pub mod loader;
 pub mod nn;
 pub mod processor;
 pub mod qformer;
@@ -30,3 +32,4 @@ pub use error::{ModelError, Result};
 pub use instructblip::{InstructBlipModel, InstructBlipVicrop};
 pub use llava::LlavaVicrop;
 pub use llava::{Answer, LlavaModel, LoadOptions};
+pub use loader::{detect_family, AnyModel, Family};
