@@ -5,17 +5,28 @@ with `output_attentions`, autograd, PIL/torchvision/scipy/skimage filters. Our o
 following shared/docs/method.md; run tools/make_llava_fixtures.py first.
 
     tools/.venv/bin/python tools/gen_vicrop_goldens.py
+    tools/.venv/bin/python tools/gen_vicrop_goldens.py --keep-existing   # only new cases
 
-Writes tests/fixtures/goldens/vicrop.json. Also importable: `python -m` style use by
+Writes tests/fixtures/goldens/vicrop.json. `--keep-existing` copies the entries already in that
+file (matched by checkpoint, image, question, method, high_res) and computes only the missing
+cases: the maps' last bits depend on the machine's float kernels (another machine moved them by
+up to 4e-6 relative, and the margins likewise), so adding a case need not rewrite the others.
+Use it only when the checkpoints, images and tokenizer are unchanged.
+
+Pillow must be the pinned 11.0.0 (checked): Pillow 13.0 resizes vertically first when the height
+shrinks by more than twice as many pixels as the width, which changes pure-grad's high-pass mask
+of portrait images (see vicrop-core/src/pil.rs). Also importable: `python -m` style use by
 tools/bench_vicrop.py for side-by-side timings.
 """
 
+import argparse
 import json
 import math
 import sys
 from pathlib import Path
 
 import numpy as np
+import PIL
 import torch
 import torch.nn.functional as F
 import torchvision.transforms.functional as TF
@@ -31,6 +42,8 @@ PROMPT = "{tags}\nUSER: {q} Answer the question using a single word or phrase.\n
 IMAGE_TOKEN = 32000
 MAX_NEW_TOKENS = 20
 RATIOS = [1, 1.2, 1.4, 1.6, 1.8, 2]
+# The Pillow the Rust port (vicrop_core::pil) reproduces and tools/requirements.txt pins.
+PILLOW = "11.0.0"
 
 
 def default_layer(n_layers):
@@ -197,7 +210,16 @@ CASES = [
     ("llava-tiny-b", "chelsea", "What is the number on the bus?", "rel-att", False),
     ("llava-tiny-b", "chelsea", "What is the number on the bus?", "grad-att", False),
     ("llava-tiny-b", "chelsea", "What is the number on the bus?", "pure-grad", False),
+    # Portrait images: pure-grad's mask squashes the whole image to R x R, shrinking the height
+    # more than the width, where Pillow 13 would resize vertically first (tools pin Pillow 11.0,
+    # horizontal first). chelsea_tower (180x600) for both side lengths, chelsea_portrait
+    # (180x300) where the height shrinks (224) only. Photo content, not flat synthetic.
+    ("llava-tiny-a", "chelsea_tower", "What is the number on the bus?", "pure-grad", False),
+    ("llava-tiny-b", "chelsea_tower", "What is the number on the bus?", "pure-grad", False),
+    ("llava-tiny-b", "chelsea_portrait", "What is the number on the bus?", "pure-grad", False),
 ]
+
+PORTRAIT_BOX = (135, 0, 315, 300)  # chelsea_portrait = chelsea.crop(PORTRAIT_BOX), 180x300
 
 
 def load(stem):
@@ -207,14 +229,39 @@ def load(stem):
         pair.paste(left, (0, 0))
         pair.paste(ImageOps.mirror(left), (left.width, 0))
         return pair
+    if stem == "chelsea_portrait":
+        return load("chelsea").crop(PORTRAIT_BOX)
+    if stem == "chelsea_tower":  # chelsea_portrait above its upside-down copy: 180x600
+        top = load("chelsea_portrait")
+        tower = Image.new("RGB", (top.width, 2 * top.height))
+        tower.paste(top, (0, 0))
+        tower.paste(ImageOps.flip(top), (0, top.height))
+        return tower
     return ImageOps.exif_transpose(Image.open(FIX / "images" / f"{stem}.png")).convert("RGB")
 
 
 def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--keep-existing", action="store_true",
+                    help="keep the entries already in vicrop.json, compute only the missing cases")
+    args = ap.parse_args()
+    if PIL.__version__ != PILLOW:
+        sys.exit(f"Pillow {PIL.__version__} is installed, the goldens need {PILLOW} "
+                 "(tools/requirements.txt): resize results differ between versions")
     torch.set_num_threads(2)
+    path = FIX / "goldens" / "vicrop.json"
+    kept = {}
+    if args.keep_existing and path.exists():
+        for r in json.loads(path.read_text())["cases"]:
+            kept[(r["checkpoint"], r["image"], r["question"], r["method"], r["high_res"])] = r
     models = {}
     out = []
-    for name, stem, q, method, high_res in CASES:
+    for case in CASES:
+        name, stem, q, method, high_res = case
+        if case in kept:
+            out.append(kept[case])
+            print(f"{name} {stem} {method} high_res={high_res}: kept")
+            continue
         if name not in models:
             models[name] = Llava(name)
         m = models[name]
@@ -225,7 +272,7 @@ def main():
               f"margins {r['baseline']['min_margin']:.4f}/{r['crop']['min_margin']:.4f}")
     worst = min(min(r["baseline"]["min_margin"], r["crop"]["min_margin"]) for r in out)
     print("smallest greedy margin:", worst)
-    (FIX / "goldens" / "vicrop.json").write_text(json.dumps({"max_new_tokens": MAX_NEW_TOKENS, "cases": out}) + "\n")
+    path.write_text(json.dumps({"max_new_tokens": MAX_NEW_TOKENS, "cases": out}) + "\n")
     if worst < 1e-3:
         print("WARNING: a greedy margin is below 1e-3", file=sys.stderr)
         sys.exit(1)

@@ -253,6 +253,11 @@ CASES = [
 
 
 def main():
+    # The Rust port reproduces Pillow 11's resize; Pillow 13 orders the passes differently for
+    # images whose height shrinks much more than the width (see vicrop-core/src/pil.rs).
+    import PIL
+    if PIL.__version__ != "11.0.0":
+        sys.exit(f"Pillow {PIL.__version__} is installed; the fixtures need 11.0.0 (tools/requirements.txt)")
     torch.set_num_threads(1)
     torch.use_deterministic_algorithms(True)
     transformers.logging.set_verbosity_error()

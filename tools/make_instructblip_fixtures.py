@@ -649,6 +649,11 @@ def write_goldens(name, tensors, meta):
 
 
 def main():
+    # The Rust port reproduces Pillow 11's resize; Pillow 13 orders the passes differently for
+    # images whose height shrinks much more than the width (see vicrop-core/src/pil.rs).
+    import PIL
+    if PIL.__version__ != "11.0.0":
+        sys.exit(f"Pillow {PIL.__version__} is installed; the fixtures need 11.0.0 (tools/requirements.txt)")
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--only", choices=sorted(CONFIGS), action="append", help="only this checkpoint")
     ap.add_argument("--tries", type=int, default=40, help="seeds to try per checkpoint (default 40)")

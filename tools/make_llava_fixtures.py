@@ -571,6 +571,10 @@ def main():
     ap.add_argument("--only", choices=sorted(CONFIGS), action="append", help="only this checkpoint")
     args = ap.parse_args()
 
+    # The Rust port reproduces Pillow 11's resize; Pillow 13 orders the passes differently for
+    # images whose height shrinks much more than the width (see vicrop-core/src/pil.rs).
+    if Image.__version__ != "11.0.0":
+        sys.exit(f"Pillow {Image.__version__} is installed; the fixtures need 11.0.0 (tools/requirements.txt)")
     torch.set_num_threads(1)
     torch.use_deterministic_algorithms(True)
     make_images()

@@ -25,6 +25,17 @@
 //! transformers calls `Image.resize(size, resample=BICUBIC, reducing_gap=None)`: there is no
 //! `reduce()` pre-pass, and none is implemented here.
 //!
+//! The pass order is Pillow 11.0's: always horizontal first. Later Pillows run the vertical
+//! pass first in some cases: 12.2 for images over 100 times as tall as wide, 13.0 whenever the
+//! height loses more than twice as many pixels as the width
+//! (`in_h - out_h > 0 && in_h - out_h > 2 * (in_w - out_w)`, python-pillow/Pillow#9549). The
+//! intermediate is rounded to `u8` either way, so 15-20% of the samples then differ by one
+//! level (noise and photos, e.g. 200x400 -> 112x112). pure-grad's high-pass mask squashes the whole image to R x R, which
+//! meets Pillow 13's condition for a `w x h` portrait image whenever `h > max(R, 2w - R)` (e.g.
+//! 200x400 or 300x500 at R = 112); CLIP preprocessing meets it when downscaling an image more
+//! than twice as tall as wide. The ViCrop reference and transformers 4.47 ran on Pillow 11;
+//! `tools/requirements.txt` pins 11.0.0 and the golden generators refuse any other version.
+//!
 //! Bicubic is Keys' cubic with `a = -0.5` (support 2); bilinear is the triangle filter
 //! (support 1). Weights are computed in `f64` with the same operation order as Pillow's C code
 //! (Rust never fuses multiply-adds), which matches Pillow builds for x86-64; a Pillow built

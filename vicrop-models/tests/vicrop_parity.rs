@@ -1,7 +1,8 @@
 //! ViCrop parity with the transformers pipelines of `tools/gen_vicrop_goldens.py` (LLaVA) and
-//! `tools/gen_vicrop_goldens_blip.py` (InstructBLIP) on the tiny checkpoints: maps within 1e-4 relative (to the map's largest magnitude), identical boxes,
-//! identical baseline and crop answers; for rel-att, grad-att and pure-grad, a non-square image
-//! and high-resolution tiling.
+//! `tools/gen_vicrop_goldens_blip.py` (InstructBLIP) on the tiny checkpoints: maps within 1e-4
+//! relative (to the map's largest magnitude), identical boxes, identical baseline and crop
+//! answers; for rel-att, grad-att and pure-grad, a non-square image, portrait images
+//! (pure-grad) and high-resolution tiling.
 
 mod common;
 
@@ -14,9 +15,29 @@ use vicrop_models::{InstructBlipModel, InstructBlipVicrop, LlavaModel, LlavaVicr
 
 const REL_TOL: f64 = 1e-4;
 
-/// A fixture image; `chelsea_pair` is chelsea beside its mirror image (902x300), built the same
-/// way by the golden generator.
+/// The golden generator's `PORTRAIT_BOX` (left, top, right, bottom) as `(x, y, width, height)`.
+const PORTRAIT_BOX: (u32, u32, u32, u32) = (135, 0, 180, 300);
+
+/// A fixture image; built the same way by the golden generator: `chelsea_pair` is chelsea beside
+/// its mirror image (902x300), `chelsea_portrait` a 180x300 crop of chelsea, `chelsea_tower`
+/// that crop above its upside-down copy (180x600).
 fn load(stem: &str) -> image::RgbImage {
+    if stem == "chelsea_portrait" {
+        let (x, y, w, h) = PORTRAIT_BOX;
+        return image::imageops::crop_imm(&load("chelsea"), x, y, w, h).to_image();
+    }
+    if stem == "chelsea_tower" {
+        let top = load("chelsea_portrait");
+        let mut tower = image::RgbImage::new(top.width(), 2 * top.height());
+        image::imageops::replace(&mut tower, &top, 0, 0);
+        image::imageops::replace(
+            &mut tower,
+            &image::imageops::flip_vertical(&top),
+            0,
+            i64::from(top.height()),
+        );
+        return tower;
+    }
     if stem == "chelsea_pair" {
         let left = load("chelsea");
         let mut pair = image::RgbImage::new(2 * left.width(), left.height());
