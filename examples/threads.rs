@@ -12,13 +12,13 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use vicrop::core::{
-    load_image, AttentionSource, GradientSource, LoadLimits, Method, Question, ViCrop,
+    load_image, AttentionSource, GradientSource, LoadLimits, Method, Question, RgbImage, ViCrop,
 };
 use vicrop::models::{
     backend::Cpu, hub::resolve_model_dir, AnyModel, InstructBlipVicrop, LlavaVicrop, LoadOptions,
 };
 
-fn serve<M>(pipeline: ViCrop<M>, image: image::RgbImage) -> Result<()>
+fn serve<M>(pipeline: ViCrop<M>, image: RgbImage) -> Result<()>
 where
     M: AttentionSource + GradientSource + 'static,
 {
@@ -62,7 +62,7 @@ fn main() -> Result<()> {
     let dir = resolve_model_dir(&args.next().context(usage)?)?;
     let image = load_image(args.next().context(usage)?.as_ref(), &LoadLimits::default())?;
     match AnyModel::<Cpu>::load(&dir, &Default::default(), LoadOptions::default())? {
-        AnyModel::Llava(m) => serve(ViCrop::new(LlavaVicrop::new(m)), image),
-        AnyModel::InstructBlip(m) => serve(ViCrop::new(InstructBlipVicrop::new(m)), image),
+        AnyModel::Llava(m) => serve(ViCrop::new(LlavaVicrop::new(*m)), image),
+        AnyModel::InstructBlip(m) => serve(ViCrop::new(InstructBlipVicrop::new(*m)), image),
     }
 }

@@ -11,6 +11,9 @@ pub mod pipeline;
 pub mod source;
 pub mod tiling;
 
+/// The image type every API takes (re-exported so callers need not depend on `image`).
+pub use image::RgbImage;
+
 pub use crop::{AdaptiveWindow, CropBox, CropSelector, MapPlacement};
 pub use map::{Rect, SaliencyMap};
 pub use method::GENERAL_QUESTION;

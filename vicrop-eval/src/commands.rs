@@ -258,9 +258,9 @@ pub fn crop_on<B: Backend>(req: &CropRequest, device: &B::Device) -> Result<(Out
                     eprintln!("note: --qformer-layer is ignored: LLaVA has no Q-Former")
                 });
             }
-            crop_with(LlavaVicrop::new(m), req, &image, &bar)?
+            crop_with(LlavaVicrop::new(*m), req, &image, &bar)?
         }
-        AnyModel::InstructBlip(m) => crop_with(InstructBlipVicrop::new(m), req, &image, &bar)?,
+        AnyModel::InstructBlip(m) => crop_with(InstructBlipVicrop::new(*m), req, &image, &bar)?,
     };
     bar.finish_and_clear();
     if let Some(path) = &req.save_crop {

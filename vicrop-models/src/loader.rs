@@ -78,18 +78,18 @@ pub fn detect_family(dir: &Path) -> Result<Family> {
 /// A loaded checkpoint of either family.
 pub enum AnyModel<B: Backend> {
     /// LLaVA-1.5.
-    Llava(LlavaModel<B>),
+    Llava(Box<LlavaModel<B>>),
     /// InstructBLIP.
-    InstructBlip(InstructBlipModel<B>),
+    InstructBlip(Box<InstructBlipModel<B>>),
 }
 
 impl<B: Backend> AnyModel<B> {
     /// Loads the folder with the family its `config.json` names.
     pub fn load(dir: &Path, device: &B::Device, options: LoadOptions) -> Result<Self> {
         Ok(match detect_family(dir)? {
-            Family::Llava => AnyModel::Llava(LlavaModel::load(dir, device, options)?),
+            Family::Llava => AnyModel::Llava(Box::new(LlavaModel::load(dir, device, options)?)),
             Family::InstructBlip => {
-                AnyModel::InstructBlip(InstructBlipModel::load(dir, device, options)?)
+                AnyModel::InstructBlip(Box::new(InstructBlipModel::load(dir, device, options)?))
             }
         })
     }
