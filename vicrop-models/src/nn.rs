@@ -187,3 +187,11 @@ pub fn grad_tap<B: Backend, const D: usize>(x: Tensor<B, D>) -> (Tensor<B, D>, T
     let used = x + (leaf.clone() - leaf.clone().detach());
     (used, leaf)
 }
+
+/// Copies a tensor to the host as `f32` (the only device-to-host transfer of ViCrop's signals).
+pub fn to_host<B: Backend, const D: usize>(t: Tensor<B, D>) -> Result<Vec<f32>> {
+    t.cast(DType::F32)
+        .into_data()
+        .to_vec::<f32>()
+        .map_err(|e| crate::error::ModelError::InvalidInput(format!("cannot read a tensor: {e:?}")))
+}

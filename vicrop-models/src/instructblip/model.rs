@@ -6,7 +6,6 @@ use std::path::{Path, PathBuf};
 
 use burn::backend::Autodiff;
 use burn::tensor::{
-    activation,
     backend::{AutodiffBackend, Backend},
     DType, Tensor,
 };
@@ -15,8 +14,10 @@ use image::RgbImage;
 use crate::blip::BlipVision;
 use crate::config::{read_json, GenerationConfig};
 use crate::error::{ModelError, Result};
+use crate::llama::argmax_host;
 use crate::llama::{KvCache, Llama, Probe};
-use crate::llava::{argmax_host, Generation};
+use crate::llava::Generation;
+use crate::nn::to_host;
 use crate::nn::{Linear, LoadCtx};
 use crate::processor::ClipImageProcessor;
 use crate::qformer::{CrossProbe, QFormer};
@@ -574,7 +575,7 @@ impl<B: Backend> InstructBlipModel<B> {
             .hidden
             .ok_or_else(|| ModelError::InvalidInput("forward incomplete".into()))?;
         let (row, cross) = both(out.probe, probs)?;
-        let (value, top) = top_log_prob(&net.llm, hidden)?;
+        let (value, top) = net.llm.top_log_prob(hidden)?;
         let grads = value.backward();
         let no_grad =
             |what: &str| ModelError::InvalidInput(format!("no gradient reached the {what}"));
@@ -607,8 +608,8 @@ impl<B: Backend> InstructBlipModel<B> {
         let [llm_heads, _] = row.dims();
         let [_, cross_heads, _, tokens] = cross.dims();
         let patches = tokens - 1;
-        let row_part = |r: Tensor<B, 2>| host(r.narrow(1, 0, nq));
-        let cross_part = |c: Tensor<B, 4>| host(c.narrow(0, 0, 1).narrow(3, 1, patches));
+        let row_part = |r: Tensor<B, 2>| to_host(r.narrow(1, 0, nq));
+        let cross_part = |c: Tensor<B, 4>| to_host(c.narrow(0, 0, 1).narrow(3, 1, patches));
         Ok(AttentionSignals {
             llm_heads,
             cross_heads,
@@ -639,13 +640,13 @@ impl<B: Backend> InstructBlipModel<B> {
         let hidden = out
             .hidden
             .ok_or_else(|| ModelError::InvalidInput("forward incomplete".into()))?;
-        let (value, _) = top_log_prob(&net.llm, hidden)?;
+        let (value, _) = net.llm.top_log_prob(hidden)?;
         let grads = value.backward();
         let g = pixels
             .grad(&grads)
             .ok_or_else(|| ModelError::InvalidInput("no gradient reached the pixels".into()))?;
         let g = g.cast(DType::F32).reshape([c, h * w]);
-        host(g.powi_scalar(2).sum_dim(0).sqrt())
+        to_host(g.powi_scalar(2).sum_dim(0).sqrt())
     }
 }
 
@@ -701,20 +702,4 @@ fn both<B: Backend>(
             "an attention probe returned nothing".into(),
         )),
     }
-}
-
-/// `log softmax(logits[last])[argmax]` as a scalar tensor for backward, and the argmax.
-fn top_log_prob<A: Backend>(llm: &Llama<A>, hidden: Tensor<A, 2>) -> Result<(Tensor<A, 1>, u32)> {
-    let t = hidden.dims()[0];
-    let logits = llm.logits(hidden.narrow(0, t - 1, 1)).cast(DType::F32); // [1, vocab]
-    let top = argmax_host(logits.clone().detach())?;
-    let logp = activation::log_softmax(logits, 1);
-    Ok((logp.narrow(1, top as usize, 1).reshape([1]), top))
-}
-
-fn host<B: Backend, const D: usize>(t: Tensor<B, D>) -> Result<Vec<f32>> {
-    t.cast(DType::F32)
-        .into_data()
-        .to_vec::<f32>()
-        .map_err(|e| ModelError::InvalidInput(format!("cannot read a tensor: {e:?}")))
 }

@@ -272,6 +272,16 @@ impl<B: Backend> Llama<B> {
         Ok(self.embed.clone().select(0, idx))
     }
 
+    /// `log softmax(logits[last])[argmax]` as a scalar tensor (the quantity ViCrop's gradient
+    /// methods differentiate), and the argmax. `hidden: [t, d]`, final-normed.
+    pub fn top_log_prob(&self, hidden: Tensor<B, 2>) -> Result<(Tensor<B, 1>, u32)> {
+        let t = hidden.dims()[0];
+        let logits = self.logits(hidden.narrow(0, t - 1, 1)).cast(DType::F32); // [1, vocab]
+        let top = argmax_host(logits.clone().detach())?;
+        let logp = burn::tensor::activation::log_softmax(logits, 1);
+        Ok((logp.narrow(1, top as usize, 1).reshape([1]), top))
+    }
+
     /// LM head. `hidden: [t, d]` -> logits `[t, vocab]`.
     pub fn logits(&self, hidden: Tensor<B, 2>) -> Tensor<B, 2> {
         hidden.matmul(self.lm_head_t.clone())
@@ -476,4 +486,25 @@ fn repeat_kv<B: Backend>(x: Tensor<B, 4>, n: usize) -> Tensor<B, 4> {
     x.unsqueeze_dim::<5>(2)
         .expand([b, kv, n, s, hd])
         .reshape([b, kv * n, s, hd])
+}
+
+/// Index of the largest logit (first on ties, NaN ignored), computed on the host.
+/// `logits: [1, vocab]`.
+pub fn argmax_host<B: Backend>(logits: Tensor<B, 2>) -> Result<u32> {
+    let values: Vec<f32> = logits
+        .cast(DType::F32)
+        .into_data()
+        .to_vec()
+        .map_err(|e| ModelError::InvalidInput(format!("cannot read logits: {e:?}")))?;
+    let mut best: Option<(usize, f32)> = None;
+    for (i, v) in values.into_iter().enumerate() {
+        if v.is_nan() {
+            continue;
+        }
+        if best.is_none_or(|(_, b)| v > b) {
+            best = Some((i, v));
+        }
+    }
+    best.map(|(i, _)| i as u32)
+        .ok_or_else(|| ModelError::InvalidInput("all logits are NaN".into()))
 }

@@ -18,6 +18,7 @@ use crate::config::{
     SelectStrategy,
 };
 use crate::error::{ModelError, Result};
+pub use crate::llama::argmax_host;
 use crate::llama::{KvCache, Llama, Probe};
 use crate::nn::{activate, Linear, LoadCtx};
 use crate::tokenizer::{expand_image_tags, llava_prompt, Tokenizer};
@@ -462,25 +463,4 @@ impl<B: Backend> LlavaModel<B> {
         out.probe
             .ok_or_else(|| ModelError::InvalidInput("no attention row was probed".into()))
     }
-}
-
-/// Index of the largest logit (first on ties, NaN ignored), computed on the host.
-/// `logits: [1, vocab]`.
-pub fn argmax_host<B: Backend>(logits: Tensor<B, 2>) -> Result<u32> {
-    let values: Vec<f32> = logits
-        .cast(DType::F32)
-        .into_data()
-        .to_vec()
-        .map_err(|e| ModelError::InvalidInput(format!("cannot read logits: {e:?}")))?;
-    let mut best: Option<(usize, f32)> = None;
-    for (i, v) in values.into_iter().enumerate() {
-        if v.is_nan() {
-            continue;
-        }
-        if best.is_none_or(|(_, b)| v > b) {
-            best = Some((i, v));
-        }
-    }
-    best.map(|(i, _)| i as u32)
-        .ok_or_else(|| ModelError::InvalidInput("all logits are NaN".into()))
 }

@@ -16,7 +16,7 @@
 use std::sync::OnceLock;
 
 use burn::backend::Autodiff;
-use burn::tensor::{activation, backend::Backend, DType, Tensor};
+use burn::tensor::{backend::Backend, DType, Tensor};
 use image::RgbImage;
 use vicrop_core::pipeline::Answer;
 use vicrop_core::source::{
@@ -25,10 +25,11 @@ use vicrop_core::source::{
 };
 use vicrop_core::Rect;
 
-use super::model::{argmax_host, Generation, Llava, LlavaModel};
+use super::model::{Generation, Llava, LlavaModel};
 use super::processor::resize_size;
 use crate::error::{ModelError, Result};
 use crate::llama::{KvCache, Probe};
+use crate::nn::to_host;
 
 pub use vicrop_core::GENERAL_QUESTION;
 
@@ -158,7 +159,7 @@ impl<B: Backend> LlavaVicrop<B> {
     fn patch_rows<A: Backend>(&self, row: Tensor<A, 2>, prefix_len: usize) -> Result<HeadRows> {
         let g = self.grid();
         let [heads, _] = row.dims();
-        let values = host(row.narrow(1, prefix_len - g * g, g * g))?;
+        let values = to_host(row.narrow(1, prefix_len - g * g, g * g))?;
         HeadRows::new(heads, g * g, values).map_err(|e| ModelError::InvalidInput(e.to_string()))
     }
 
@@ -253,7 +254,7 @@ impl<B: Backend> LlavaVicrop<B> {
                 ))
             }
         };
-        let value = top_log_prob(net, hidden)?;
+        let (value, _) = net.llm().top_log_prob(hidden)?;
         let grads = value.backward();
         let g = probs.grad(&grads).ok_or_else(|| {
             ModelError::InvalidInput("no gradient reached the attention row".into())
@@ -285,36 +286,14 @@ impl<B: Backend> LlavaVicrop<B> {
         let hidden = out
             .hidden
             .ok_or_else(|| ModelError::InvalidInput("forward incomplete".into()))?;
-        let value = top_log_prob(net, hidden)?;
+        let (value, _) = net.llm().top_log_prob(hidden)?;
         let grads = value.backward();
         let g = pixels
             .grad(&grads)
             .ok_or_else(|| ModelError::InvalidInput("no gradient reached the pixels".into()))?;
         let g = g.cast(DType::F32).reshape([c, h * w]);
-        host(g.powi_scalar(2).sum_dim(0).sqrt())
+        to_host(g.powi_scalar(2).sum_dim(0).sqrt())
     }
-}
-
-/// `log softmax(logits[last])[argmax]` as a scalar tensor, for backward.
-fn top_log_prob<B: Backend>(
-    net: &Llava<Autodiff<B>>,
-    hidden: Tensor<Autodiff<B>, 2>,
-) -> Result<Tensor<Autodiff<B>, 1>> {
-    let t = hidden.dims()[0];
-    let logits = net
-        .llm()
-        .logits(hidden.narrow(0, t - 1, 1))
-        .cast(DType::F32); // [1, vocab]
-    let top = argmax_host(logits.clone().detach())? as usize;
-    let logp = activation::log_softmax(logits, 1);
-    Ok(logp.narrow(1, top, 1).reshape([1]))
-}
-
-fn host<B: Backend, const D: usize>(t: Tensor<B, D>) -> Result<Vec<f32>> {
-    t.cast(DType::F32)
-        .into_data()
-        .to_vec::<f32>()
-        .map_err(|e| ModelError::InvalidInput(format!("cannot read a tensor: {e:?}")))
 }
 
 impl<B: Backend> VisionLanguageModel for LlavaVicrop<B> {
