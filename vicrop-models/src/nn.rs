@@ -3,6 +3,7 @@
 //! Modules are plain structs of tensors, built from checkpoint weights (never randomly
 //! initialised first: a 7B model is loaded once, straight into its final tensors).
 
+use burn::module::{AutodiffModule, Module};
 use burn::tensor::{activation, backend::AutodiffBackend, backend::Backend, DType, Tensor};
 
 use crate::config::Activation;
@@ -35,7 +36,11 @@ impl<B: Backend> LoadCtx<'_, B> {
 }
 
 /// `y = x W^T + b`.
-#[derive(Debug, Clone)]
+///
+/// A burn [`Module`] (plain tensors are constant sub-modules: never trained, never randomly
+/// initialised; [`Linear::load`] builds it straight from the checkpoint), so the autodiff copy
+/// is burn's own [`AutodiffModule::from_inner`].
+#[derive(Module, Debug)]
 pub struct Linear<B: Backend> {
     /// `[in, out]`: stored transposed once at load time, so the forward is a plain matmul.
     pub weight_t: Tensor<B, 2>,
@@ -63,10 +68,7 @@ impl<B: Backend> Linear<B> {
 
     /// The same weights on an autodiff backend (no copy, not tracked).
     pub fn lift<A: AutodiffBackend<InnerBackend = B>>(&self) -> Linear<A> {
-        Linear {
-            weight_t: Tensor::from_inner(self.weight_t.clone()),
-            bias: self.bias.clone().map(Tensor::from_inner),
-        }
+        AutodiffModule::from_inner(self.clone())
     }
 
     /// `x: [.., T, in] -> [.., T, out]`.
@@ -80,7 +82,7 @@ impl<B: Backend> Linear<B> {
 }
 
 /// LayerNorm over the last axis (biased variance, as torch).
-#[derive(Debug, Clone)]
+#[derive(Module, Debug)]
 pub struct LayerNorm<B: Backend> {
     /// `[d]`.
     pub weight: Tensor<B, 1>,
@@ -102,11 +104,7 @@ impl<B: Backend> LayerNorm<B> {
 
     /// The same weights on an autodiff backend.
     pub fn lift<A: AutodiffBackend<InnerBackend = B>>(&self) -> LayerNorm<A> {
-        LayerNorm {
-            weight: Tensor::from_inner(self.weight.clone()),
-            bias: Tensor::from_inner(self.bias.clone()),
-            eps: self.eps,
-        }
+        AutodiffModule::from_inner(self.clone())
     }
 
     /// `x: [.., d] -> [.., d]`.
@@ -120,7 +118,7 @@ impl<B: Backend> LayerNorm<B> {
 }
 
 /// LLaMA's RMSNorm: `w * x / sqrt(mean(x^2) + eps)`, computed in f32.
-#[derive(Debug, Clone)]
+#[derive(Module, Debug)]
 pub struct RmsNorm<B: Backend> {
     /// `[d]`.
     pub weight: Tensor<B, 1>,
@@ -139,10 +137,7 @@ impl<B: Backend> RmsNorm<B> {
 
     /// The same weights on an autodiff backend.
     pub fn lift<A: AutodiffBackend<InnerBackend = B>>(&self) -> RmsNorm<A> {
-        RmsNorm {
-            weight: Tensor::from_inner(self.weight.clone()),
-            eps: self.eps,
-        }
+        AutodiffModule::from_inner(self.clone())
     }
 
     /// `x: [.., d] -> [.., d]`.
