@@ -9,19 +9,15 @@
 //! post-layernormed last hidden state, `[n, 1 + patches, d]`, which the Q-Former
 //! cross-attends to.
 
-use burn::tensor::{
-    backend::{AutodiffBackend, Backend},
-    module::attention,
-    ops::AttentionModuleOptions,
-    Tensor,
-};
+use burn::module::Module;
+use burn::tensor::{backend::Backend, module::attention, ops::AttentionModuleOptions, Tensor};
 
 use crate::config::Activation;
 use crate::error::{ModelError, Result};
 use crate::instructblip::config::BlipVisionConfig;
 use crate::nn::{activate, LayerNorm, Linear, LoadCtx};
 
-#[derive(Debug, Clone)]
+#[derive(Module, Debug)]
 struct BlipLayer<B: Backend> {
     ln1: LayerNorm<B>,
     /// Fused `[d, 3d]` projection, bias `cat(q_bias, 0, v_bias)`.
@@ -32,18 +28,7 @@ struct BlipLayer<B: Backend> {
     fc2: Linear<B>,
 }
 
-impl<B: Backend> BlipLayer<B> {
-    fn lift<A: AutodiffBackend<InnerBackend = B>>(&self) -> BlipLayer<A> {
-        BlipLayer {
-            ln1: self.ln1.lift(),
-            qkv: self.qkv.lift(),
-            projection: self.projection.lift(),
-            ln2: self.ln2.lift(),
-            fc1: self.fc1.lift(),
-            fc2: self.fc2.lift(),
-        }
-    }
-}
+impl<B: Backend> BlipLayer<B> {}
 
 /// The fused attention bias `[3d]` under `prefix` (`...self_attn`).
 ///
@@ -62,9 +47,11 @@ fn load_qkv_bias<B: Backend>(ctx: &LoadCtx<B>, prefix: &str, d: usize) -> Result
 }
 
 /// The vision transformer.
-#[derive(Debug, Clone)]
+#[derive(Module, Debug)]
 pub struct BlipVision<B: Backend> {
+    #[module(skip)]
     cfg: BlipVisionConfig,
+    #[module(skip)]
     act: Activation,
     /// `[3*p*p, d]`: the patch convolution as a matrix over (channel, row, column) patches.
     patch_t: Tensor<B, 2>,
@@ -125,20 +112,6 @@ impl<B: Backend> BlipVision<B> {
             layers,
             post_ln,
         })
-    }
-
-    /// The same weights on an autodiff backend (no copy, not tracked).
-    pub fn lift<A: AutodiffBackend<InnerBackend = B>>(&self) -> BlipVision<A> {
-        BlipVision {
-            cfg: self.cfg.clone(),
-            act: self.act,
-            patch_t: Tensor::from_inner(self.patch_t.clone()),
-            patch_bias: Tensor::from_inner(self.patch_bias.clone()),
-            class_embedding: Tensor::from_inner(self.class_embedding.clone()),
-            position_embedding: Tensor::from_inner(self.position_embedding.clone()),
-            layers: self.layers.iter().map(BlipLayer::lift).collect(),
-            post_ln: self.post_ln.lift(),
-        }
     }
 
     /// The configuration.

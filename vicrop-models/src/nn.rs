@@ -3,8 +3,8 @@
 //! Modules are plain structs of tensors, built from checkpoint weights (never randomly
 //! initialised first: a 7B model is loaded once, straight into its final tensors).
 
-use burn::module::{AutodiffModule, Module};
-use burn::tensor::{activation, backend::AutodiffBackend, backend::Backend, DType, Tensor};
+use burn::module::Module;
+use burn::tensor::{activation, backend::Backend, DType, Tensor};
 
 use crate::config::Activation;
 use crate::error::Result;
@@ -39,7 +39,7 @@ impl<B: Backend> LoadCtx<'_, B> {
 ///
 /// A burn [`Module`] (plain tensors are constant sub-modules: never trained, never randomly
 /// initialised; [`Linear::load`] builds it straight from the checkpoint), so the autodiff copy
-/// is burn's own [`AutodiffModule::from_inner`].
+/// is burn's own [`burn::module::AutodiffModule::from_inner`].
 #[derive(Module, Debug)]
 pub struct Linear<B: Backend> {
     /// `[in, out]`: stored transposed once at load time, so the forward is a plain matmul.
@@ -64,11 +64,6 @@ impl<B: Backend> Linear<B> {
             None
         };
         Ok(Self { weight_t, bias })
-    }
-
-    /// The same weights on an autodiff backend (no copy, not tracked).
-    pub fn lift<A: AutodiffBackend<InnerBackend = B>>(&self) -> Linear<A> {
-        AutodiffModule::from_inner(self.clone())
     }
 
     /// `x: [.., T, in] -> [.., T, out]`.
@@ -102,11 +97,6 @@ impl<B: Backend> LayerNorm<B> {
         })
     }
 
-    /// The same weights on an autodiff backend.
-    pub fn lift<A: AutodiffBackend<InnerBackend = B>>(&self) -> LayerNorm<A> {
-        AutodiffModule::from_inner(self.clone())
-    }
-
     /// `x: [.., d] -> [.., d]`.
     pub fn forward<const D: usize>(&self, x: Tensor<B, D>) -> Tensor<B, D> {
         let mean = x.clone().mean_dim(D - 1);
@@ -133,11 +123,6 @@ impl<B: Backend> RmsNorm<B> {
             weight: ctx.tensor(&format!("{prefix}.weight"), [d])?,
             eps,
         })
-    }
-
-    /// The same weights on an autodiff backend.
-    pub fn lift<A: AutodiffBackend<InnerBackend = B>>(&self) -> RmsNorm<A> {
-        AutodiffModule::from_inner(self.clone())
     }
 
     /// `x: [.., d] -> [.., d]`.

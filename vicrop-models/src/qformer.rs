@@ -16,11 +16,9 @@
 //! be read.
 //! Every other attention goes through the fused kernel.
 
+use burn::module::Module;
 use burn::tensor::{
-    backend::{AutodiffBackend, Backend},
-    module::attention,
-    ops::AttentionModuleOptions,
-    Int, Tensor, TensorData,
+    backend::Backend, module::attention, ops::AttentionModuleOptions, Int, Tensor, TensorData,
 };
 
 use crate::config::Activation;
@@ -29,7 +27,7 @@ use crate::instructblip::config::QFormerConfig;
 use crate::nn::{activate, grad_tap, softmax_f32, LayerNorm, Linear, LoadCtx};
 
 /// Multi-head attention followed by BERT's `dense -> + residual -> LayerNorm` output.
-#[derive(Debug, Clone)]
+#[derive(Module, Debug)]
 struct QAttention<B: Backend> {
     query: Linear<B>,
     key: Linear<B>,
@@ -49,16 +47,6 @@ impl<B: Backend> QAttention<B> {
             dense: Linear::load(ctx, &format!("{prefix}.output.dense"), d, d, true)?,
             ln: LayerNorm::load(ctx, &format!("{prefix}.output.LayerNorm"), d, eps)?,
         })
-    }
-
-    fn lift<A: AutodiffBackend<InnerBackend = B>>(&self) -> QAttention<A> {
-        QAttention {
-            query: self.query.lift(),
-            key: self.key.lift(),
-            value: self.value.lift(),
-            dense: self.dense.lift(),
-            ln: self.ln.lift(),
-        }
     }
 
     /// `x: [n, t, d]` attends to `kv: [n, s, d_kv]` -> (`[n, t, d]`, probabilities
@@ -116,7 +104,7 @@ impl<B: Backend> QAttention<B> {
 }
 
 /// BERT's feed-forward block: `LayerNorm(dense_out(act(dense_in(x))) + x)`.
-#[derive(Debug, Clone)]
+#[derive(Module, Debug)]
 struct FeedForward<B: Backend> {
     dense_in: Linear<B>,
     dense_out: Linear<B>,
@@ -140,14 +128,6 @@ impl<B: Backend> FeedForward<B> {
         })
     }
 
-    fn lift<A: AutodiffBackend<InnerBackend = B>>(&self) -> FeedForward<A> {
-        FeedForward {
-            dense_in: self.dense_in.lift(),
-            dense_out: self.dense_out.lift(),
-            ln: self.ln.lift(),
-        }
-    }
-
     /// `x: [n, t, d] -> [n, t, d]`.
     fn forward(&self, act: Activation, x: Tensor<B, 3>) -> Tensor<B, 3> {
         let y = self
@@ -157,7 +137,7 @@ impl<B: Backend> FeedForward<B> {
     }
 }
 
-#[derive(Debug, Clone)]
+#[derive(Module, Debug)]
 struct QLayer<B: Backend> {
     self_attn: QAttention<B>,
     cross_attn: Option<QAttention<B>>,
@@ -185,9 +165,11 @@ pub struct QFormerOutput<B: Backend> {
 }
 
 /// The Q-Former with its learned query tokens.
-#[derive(Debug, Clone)]
+#[derive(Module, Debug)]
 pub struct QFormer<B: Backend> {
+    #[module(skip)]
     cfg: QFormerConfig,
+    #[module(skip)]
     act: Activation,
     /// `[queries, d]`.
     query_tokens: Tensor<B, 2>,
@@ -271,28 +253,6 @@ impl<B: Backend> QFormer<B> {
             emb_ln,
             layers,
         })
-    }
-
-    /// The same weights on an autodiff backend (no copy, not tracked).
-    pub fn lift<A: AutodiffBackend<InnerBackend = B>>(&self) -> QFormer<A> {
-        QFormer {
-            cfg: self.cfg.clone(),
-            act: self.act,
-            query_tokens: Tensor::from_inner(self.query_tokens.clone()),
-            word_embeddings: Tensor::from_inner(self.word_embeddings.clone()),
-            position_embeddings: Tensor::from_inner(self.position_embeddings.clone()),
-            emb_ln: self.emb_ln.lift(),
-            layers: self
-                .layers
-                .iter()
-                .map(|l| QLayer {
-                    self_attn: l.self_attn.lift(),
-                    cross_attn: l.cross_attn.as_ref().map(QAttention::lift),
-                    ffn_text: l.ffn_text.lift(),
-                    ffn_query: l.ffn_query.lift(),
-                })
-                .collect(),
-        }
     }
 
     /// The configuration.

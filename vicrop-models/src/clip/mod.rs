@@ -7,18 +7,14 @@
 
 pub mod config;
 
-use burn::tensor::{
-    backend::{AutodiffBackend, Backend},
-    module::attention,
-    ops::AttentionModuleOptions,
-    Tensor,
-};
+use burn::module::Module;
+use burn::tensor::{backend::Backend, module::attention, ops::AttentionModuleOptions, Tensor};
 
 use crate::config::{Activation, ClipVisionConfig};
 use crate::error::Result;
 use crate::nn::{activate, LayerNorm, Linear, LoadCtx};
 
-#[derive(Debug, Clone)]
+#[derive(Module, Debug)]
 struct ClipLayer<B: Backend> {
     ln1: LayerNorm<B>,
     q: Linear<B>,
@@ -31,9 +27,11 @@ struct ClipLayer<B: Backend> {
 }
 
 /// The vision tower, truncated after the deepest hidden state LLaVA reads.
-#[derive(Debug, Clone)]
+#[derive(Module, Debug)]
 pub struct ClipVision<B: Backend> {
+    #[module(skip)]
     cfg: ClipVisionConfig,
+    #[module(skip)]
     act: Activation,
     /// `[3*p*p, d]`: the patch convolution as a matrix over (channel, row, column) patches.
     patch_t: Tensor<B, 2>,
@@ -99,32 +97,6 @@ impl<B: Backend> ClipVision<B> {
             pre_ln,
             layers,
         })
-    }
-
-    /// The same weights on an autodiff backend (no copy, not tracked).
-    pub fn lift<A: AutodiffBackend<InnerBackend = B>>(&self) -> ClipVision<A> {
-        ClipVision {
-            cfg: self.cfg.clone(),
-            act: self.act,
-            patch_t: Tensor::from_inner(self.patch_t.clone()),
-            class_embedding: Tensor::from_inner(self.class_embedding.clone()),
-            position_embedding: Tensor::from_inner(self.position_embedding.clone()),
-            pre_ln: self.pre_ln.lift(),
-            layers: self
-                .layers
-                .iter()
-                .map(|l| ClipLayer {
-                    ln1: l.ln1.lift(),
-                    q: l.q.lift(),
-                    k: l.k.lift(),
-                    v: l.v.lift(),
-                    out: l.out.lift(),
-                    ln2: l.ln2.lift(),
-                    fc1: l.fc1.lift(),
-                    fc2: l.fc2.lift(),
-                })
-                .collect(),
-        }
     }
 
     /// The configuration.

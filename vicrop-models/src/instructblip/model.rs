@@ -5,6 +5,7 @@
 use std::path::{Path, PathBuf};
 
 use burn::backend::Autodiff;
+use burn::module::{AutodiffModule, Module};
 use burn::tensor::{
     backend::{AutodiffBackend, Backend},
     DType, Tensor,
@@ -51,8 +52,9 @@ pub mod names {
 }
 
 /// The InstructBLIP network.
-#[derive(Debug, Clone)]
+#[derive(Module, Debug)]
 pub struct InstructBlip<B: Backend> {
+    #[module(skip)]
     spec: InstructBlipSpec,
     vision: BlipVision<B>,
     qformer: QFormer<B>,
@@ -102,13 +104,7 @@ impl<B: Backend> InstructBlip<B> {
 
     /// The same weights on an autodiff backend (no copy; weights are not tracked).
     pub fn lift<A: AutodiffBackend<InnerBackend = B>>(&self) -> InstructBlip<A> {
-        InstructBlip {
-            spec: self.spec.clone(),
-            vision: self.vision.lift(),
-            qformer: self.qformer.lift(),
-            projection: self.projection.lift(),
-            llm: self.llm.lift(),
-        }
+        AutodiffModule::from_inner(self.clone())
     }
 
     /// The validated configuration.

@@ -17,11 +17,13 @@ use burn::tensor::{
     DType, Int, Tensor, TensorData,
 };
 
+use burn::module::Module;
+
 use crate::config::{Activation, LlamaConfig};
 use crate::error::{ModelError, Result};
 use crate::nn::{activate, grad_tap, softmax_f32, Linear, LoadCtx, RmsNorm};
 
-#[derive(Debug, Clone)]
+#[derive(Module, Debug)]
 struct DecoderLayer<B: Backend> {
     input_norm: RmsNorm<B>,
     q: Linear<B>,
@@ -137,9 +139,11 @@ pub struct DecoderOutput<B: Backend> {
 }
 
 /// The LLaMA decoder with its embedding and LM head.
-#[derive(Debug, Clone)]
+#[derive(Module, Debug)]
 pub struct Llama<B: Backend> {
+    #[module(skip)]
     cfg: LlamaConfig,
+    #[module(skip)]
     act: Activation,
     /// `[vocab, d]`.
     embed: Tensor<B, 2>,
@@ -148,6 +152,7 @@ pub struct Llama<B: Backend> {
     /// `[d, vocab]`.
     lm_head_t: Tensor<B, 2>,
     /// `[head_dim / 2]` rotary inverse frequencies, as transformers computes them in f32.
+    #[module(skip)]
     inv_freq: Vec<f32>,
 }
 
@@ -211,33 +216,6 @@ impl<B: Backend> Llama<B> {
             lm_head_t,
             inv_freq,
         })
-    }
-
-    /// The same weights on an autodiff backend (no copy, not tracked).
-    pub fn lift<A: AutodiffBackend<InnerBackend = B>>(&self) -> Llama<A> {
-        Llama {
-            cfg: self.cfg.clone(),
-            act: self.act,
-            embed: Tensor::from_inner(self.embed.clone()),
-            layers: self
-                .layers
-                .iter()
-                .map(|l| DecoderLayer {
-                    input_norm: l.input_norm.lift(),
-                    q: l.q.lift(),
-                    k: l.k.lift(),
-                    v: l.v.lift(),
-                    o: l.o.lift(),
-                    post_norm: l.post_norm.lift(),
-                    gate: l.gate.lift(),
-                    up: l.up.lift(),
-                    down: l.down.lift(),
-                })
-                .collect(),
-            norm: self.norm.lift(),
-            lm_head_t: Tensor::from_inner(self.lm_head_t.clone()),
-            inv_freq: self.inv_freq.clone(),
-        }
     }
 
     /// The configuration.

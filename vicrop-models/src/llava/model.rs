@@ -5,6 +5,7 @@
 
 use std::path::{Path, PathBuf};
 
+use burn::module::{AutodiffModule, Module};
 use burn::tensor::{
     backend::{AutodiffBackend, Backend},
     DType, Tensor,
@@ -25,10 +26,11 @@ use crate::tokenizer::{expand_image_tags, llava_prompt, Tokenizer};
 use crate::weights::Checkpoint;
 
 /// The multi-modal projector: `linear_2(act(linear_1(x)))`.
-#[derive(Debug, Clone)]
+#[derive(Module, Debug)]
 pub struct Projector<B: Backend> {
     l1: Linear<B>,
     l2: Linear<B>,
+    #[module(skip)]
     act: Activation,
 }
 
@@ -40,8 +42,9 @@ impl<B: Backend> Projector<B> {
 }
 
 /// The LLaVA network.
-#[derive(Debug, Clone)]
+#[derive(Module, Debug)]
 pub struct Llava<B: Backend> {
+    #[module(skip)]
     spec: LlavaSpec,
     vision: ClipVision<B>,
     projector: Projector<B>,
@@ -88,16 +91,7 @@ impl<B: Backend> Llava<B> {
 
     /// The same weights on an autodiff backend (no copy; weights are not tracked).
     pub fn lift<A: AutodiffBackend<InnerBackend = B>>(&self) -> Llava<A> {
-        Llava {
-            spec: self.spec.clone(),
-            vision: self.vision.lift(),
-            projector: Projector {
-                l1: self.projector.l1.lift(),
-                l2: self.projector.l2.lift(),
-                act: self.projector.act,
-            },
-            llm: self.llm.lift(),
-        }
+        AutodiffModule::from_inner(self.clone())
     }
 
     /// The validated configuration.
