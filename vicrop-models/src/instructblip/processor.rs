@@ -12,6 +12,7 @@ use vicrop_core::pil::Filter;
 
 use crate::config::{read_json, SizeSpec, CLIP_MEAN, CLIP_STD};
 use crate::error::{ModelError, Result};
+use crate::llava::processor::{filter_for, mean_std};
 use crate::processor::{ClipImageProcessor, ResizeTarget};
 use crate::tokenizer::Tokenizer;
 
@@ -56,28 +57,9 @@ pub fn blip_image_processor(
     } else {
         None
     };
-    let filter = match cfg.resample {
-        2 => Filter::Bilinear,
-        3 => Filter::Bicubic,
-        other => {
-            return Err(bad(format!(
-                "resample {other} is not supported (2 = bilinear, 3 = bicubic)"
-            )))
-        }
-    };
+    let filter = filter_for(cfg.resample, bad)?;
     let normalize = if cfg.do_normalize {
-        let three = |v: &[f64], name: &str| -> Result<[f32; 3]> {
-            match v {
-                [a, b, c] => Ok([*a as f32, *b as f32, *c as f32]),
-                _ => Err(bad(format!("{name} must have 3 values, has {}", v.len()))),
-            }
-        };
-        let mean = three(&cfg.image_mean, "image_mean")?;
-        let std = three(&cfg.image_std, "image_std")?;
-        if std.contains(&0.0) {
-            return Err(bad("image_std must not contain 0".into()));
-        }
-        Some((mean, std))
+        Some(mean_std(&cfg.image_mean, &cfg.image_std, bad)?)
     } else {
         None
     };

@@ -86,15 +86,7 @@ impl ClipImageProcessor {
         {
             return Err(bad("size must be positive".into()));
         }
-        let filter = match cfg.resample {
-            2 => Filter::Bilinear,
-            3 => Filter::Bicubic,
-            other => {
-                return Err(bad(format!(
-                    "resample {other} is not supported (2 = bilinear, 3 = bicubic)"
-                )))
-            }
-        };
+        let filter = filter_for(cfg.resample, bad)?;
         let crop = if cfg.do_center_crop {
             Some(match &cfg.crop_size {
                 SizeSpec::Int(n) => (*n, *n),
@@ -112,18 +104,7 @@ impl ClipImageProcessor {
             return Err(bad("crop_size must be positive".into()));
         }
         let normalize = if cfg.do_normalize {
-            let three = |v: &[f64], name: &str| -> Result<[f32; 3]> {
-                match v {
-                    [a, b, c] => Ok([*a as f32, *b as f32, *c as f32]),
-                    _ => Err(bad(format!("{name} must have 3 values, has {}", v.len()))),
-                }
-            };
-            let mean = three(&cfg.image_mean, "image_mean")?;
-            let std = three(&cfg.image_std, "image_std")?;
-            if std.contains(&0.0) {
-                return Err(bad("image_std must not contain 0".into()));
-            }
-            Some((mean, std))
+            Some(mean_std(&cfg.image_mean, &cfg.image_std, bad)?)
         } else {
             None
         };
@@ -267,4 +248,37 @@ pub fn center_crop(img: &RgbImage, cw: u32, ch: u32) -> RgbImage {
         }
     }
     out
+}
+
+/// The Pillow filter of a processor's `resample` code (2 = bilinear, 3 = bicubic), shared by
+/// the CLIP and BLIP processors.
+pub(crate) fn filter_for(resample: u32, bad: impl Fn(String) -> ModelError) -> Result<Filter> {
+    match resample {
+        2 => Ok(Filter::Bilinear),
+        3 => Ok(Filter::Bicubic),
+        other => Err(bad(format!(
+            "resample {other} is not supported (2 = bilinear, 3 = bicubic)"
+        ))),
+    }
+}
+
+/// `image_mean` / `image_std` as three `f32` each, a zero std refused; shared by the CLIP and
+/// BLIP processors.
+pub(crate) fn mean_std(
+    mean: &[f64],
+    std: &[f64],
+    bad: impl Fn(String) -> ModelError,
+) -> Result<([f32; 3], [f32; 3])> {
+    let three = |v: &[f64], name: &str| -> Result<[f32; 3]> {
+        match v {
+            [a, b, c] => Ok([*a as f32, *b as f32, *c as f32]),
+            _ => Err(bad(format!("{name} must have 3 values, has {}", v.len()))),
+        }
+    };
+    let mean = three(mean, "image_mean")?;
+    let std = three(std, "image_std")?;
+    if std.contains(&0.0) {
+        return Err(bad("image_std must not contain 0".into()));
+    }
+    Ok((mean, std))
 }
