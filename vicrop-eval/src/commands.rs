@@ -95,6 +95,64 @@ impl BackendJob for CropRequest {
     }
 }
 
+/// Inputs of `vicrop scenes`.
+#[derive(Debug, Clone)]
+pub struct ScenesRequest {
+    /// `--model`.
+    pub model: String,
+    /// `--set`: a folder with `items.jsonl`, or the file.
+    pub set: PathBuf,
+    /// `--limit`.
+    pub limit: Option<usize>,
+    /// `--shard K/N`.
+    pub shard: Option<(usize, usize)>,
+    /// What to run per item.
+    pub plan: crate::scenes::ScenePlan,
+    /// `--results`: JSON lines, one per item, appended.
+    pub results: Option<PathBuf>,
+    /// Compute dtype.
+    pub dtype: DType,
+}
+
+impl BackendJob for ScenesRequest {
+    type Output = Vec<crate::scenes::ItemResult>;
+    fn run<B: Backend>(&self, device: &B::Device) -> Result<Self::Output> {
+        let set = crate::scenes::SceneSet::load(&self.set)?;
+        let mut file = match &self.results {
+            Some(p) => Some(
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(p)
+                    .with_context(|| format!("opening {}", p.display()))?,
+            ),
+            None => None,
+        };
+        let sink = file.as_mut().map(|f| f as &mut dyn std::io::Write);
+        let (model, bar) = load_model::<B>(&self.model, device, self.dtype)?;
+        bar.finish_and_clear();
+        let run = |sink| match model {
+            AnyModel::Llava(m) => crate::scenes::evaluate_set(
+                &ViCrop::new(LlavaVicrop::new(*m)),
+                &set,
+                &self.plan,
+                self.limit,
+                self.shard,
+                sink,
+            ),
+            AnyModel::InstructBlip(m) => crate::scenes::evaluate_set(
+                &ViCrop::new(InstructBlipVicrop::new(*m)),
+                &set,
+                &self.plan,
+                self.limit,
+                self.shard,
+                sink,
+            ),
+        };
+        run(sink)
+    }
+}
+
 /// Runs `job` on the chosen device, with a clear error when this build lacks its backend.
 pub fn run_on<J: BackendJob>(kind: DeviceKind, job: &J) -> Result<J::Output> {
     match kind {

@@ -26,6 +26,50 @@ enum Command {
     Crop(CropArgs),
     /// Turn a saliency map (JSON) into a crop box with the reference's adaptive window.
     Box(BoxArgs),
+    /// Evaluate on a generated sign-scene set (tools/demo_scenes.py): accuracy of the plain
+    /// answer, of ViCrop per method, and of the oracle crop; where the maps and crops land.
+    Scenes(ScenesArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct ScenesArgs {
+    /// Model folder or cached hub id.
+    #[arg(long, required_unless_present = "report")]
+    model: Option<String>,
+    /// The set: a folder holding items.jsonl, or the items.jsonl file.
+    #[arg(long, required_unless_present = "report")]
+    set: Option<PathBuf>,
+    /// Only the first N items.
+    #[arg(long)]
+    limit: Option<usize>,
+    /// Only the items whose index is K modulo N (run N processes, then `--report` their
+    /// result files together).
+    #[arg(long, value_name = "K/N")]
+    shard: Option<String>,
+    /// Print the summary of these result files (from `--results`) instead of running.
+    #[arg(long, num_args = 1.., conflicts_with_all = ["model", "set"])]
+    report: Vec<PathBuf>,
+    /// Map methods to run (comma-separated).
+    #[arg(long, value_enum, value_delimiter = ',', default_values_t = [MethodArg::RelAtt, MethodArg::GradAtt, MethodArg::PureGrad])]
+    methods: Vec<MethodArg>,
+    /// Skip the high-resolution (tiled) runs.
+    #[arg(long)]
+    no_high_res: bool,
+    /// Skip the answers with the map-region placement's box.
+    #[arg(long)]
+    reference_placement_only: bool,
+    /// Append one JSON line per item to this file.
+    #[arg(long)]
+    results: Option<PathBuf>,
+    /// Where to run.
+    #[arg(long, value_enum, default_value_t = Device::Cpu)]
+    device: Device,
+    /// Compute dtype (default: f32 on CPU, bf16 on CUDA).
+    #[arg(long, value_enum)]
+    dtype: Option<Dtype>,
+    /// Print the summary as JSON instead of a markdown table.
+    #[arg(long)]
+    json: bool,
 }
 
 /// Map method.
@@ -187,7 +231,78 @@ fn run(cli: Cli) -> Result<()> {
         Command::Answer(args) => answer(args),
         Command::Crop(args) => crop(args),
         Command::Box(args) => bbox(args),
+        Command::Scenes(args) => scenes(args),
     }
+}
+
+fn method_of(m: MethodArg) -> Method {
+    match m {
+        MethodArg::RelAtt => Method::RelAtt,
+        MethodArg::GradAtt => Method::GradAtt,
+        MethodArg::PureGrad => Method::PureGrad,
+    }
+}
+
+fn parse_shard(s: &str) -> Result<(usize, usize)> {
+    let bad = || anyhow::anyhow!("--shard `{s}` is not K/N with 0 <= K < N, e.g. 0/2");
+    let (k, n) = s.split_once('/').ok_or_else(bad)?;
+    let (k, n): (usize, usize) = (
+        k.trim().parse().map_err(|_| bad())?,
+        n.trim().parse().map_err(|_| bad())?,
+    );
+    if n == 0 || k >= n {
+        return Err(bad());
+    }
+    Ok((k, n))
+}
+
+fn print_summary(results: &[vicrop_eval::scenes::ItemResult], json: bool) -> Result<()> {
+    let rows = vicrop_eval::scenes::summarize(results);
+    let mut out = std::io::stdout().lock();
+    if json {
+        writeln!(out, "{}", serde_json::to_string(&rows)?).context("writing to stdout")?;
+    } else {
+        write!(out, "{}", vicrop_eval::scenes::summary_markdown(&rows))
+            .context("writing to stdout")?;
+    }
+    Ok(())
+}
+
+fn scenes(args: ScenesArgs) -> Result<()> {
+    if !args.report.is_empty() {
+        let results = vicrop_eval::scenes::read_results(&args.report)?;
+        if results.is_empty() {
+            bail!("the result files hold no results");
+        }
+        return print_summary(&results, args.json);
+    }
+    let (Some(model), Some(set)) = (args.model, args.set) else {
+        bail!("--model and --set are required (or --report FILES)");
+    };
+    let shard = args.shard.as_deref().map(parse_shard).transpose()?;
+    let dtype = dtype_for(args.device, args.dtype)?;
+    if args.methods.is_empty() {
+        bail!("--methods is empty");
+    }
+    let methods: Vec<Method> = args.methods.iter().map(|&m| method_of(m)).collect();
+    let mut runs: Vec<(Method, bool)> = methods.iter().map(|&m| (m, false)).collect();
+    if !args.no_high_res {
+        runs.extend(methods.iter().map(|&m| (m, true)));
+    }
+    let request = commands::ScenesRequest {
+        model,
+        set,
+        limit: args.limit,
+        shard,
+        plan: vicrop_eval::scenes::ScenePlan {
+            runs,
+            both_placements: !args.reference_placement_only,
+        },
+        results: args.results,
+        dtype,
+    };
+    let results = commands::run_on(args.device.kind(), &request)?;
+    print_summary(&results, args.json)
 }
 
 fn dtype_for(device: Device, dtype: Option<Dtype>) -> Result<burn::tensor::DType> {
@@ -233,11 +348,7 @@ fn crop(args: CropArgs) -> Result<()> {
         image: args.common.image,
         question: args.common.question,
         short_question: args.short_question,
-        method: match args.method {
-            MethodArg::RelAtt => Method::RelAtt,
-            MethodArg::GradAtt => Method::GradAtt,
-            MethodArg::PureGrad => Method::PureGrad,
-        },
+        method: method_of(args.method),
         high_res: args.high_res,
         layer: args.layer,
         qformer_layer: args.qformer_layer,

@@ -22,6 +22,11 @@ const PORTRAIT_BOX: (u32, u32, u32, u32) = (135, 0, 180, 300);
 /// its mirror image (902x300), `chelsea_portrait` a 180x300 crop of chelsea, `chelsea_tower`
 /// that crop above its upside-down copy (180x600).
 fn load(stem: &str) -> image::RgbImage {
+    if stem.contains('/') {
+        // a path under tests/fixtures, such as the demo scenes' "scenes/images/0000"
+        return load_image(&fixture(&format!("{stem}.png")), &LoadLimits::default())
+            .expect("image");
+    }
     if stem == "chelsea_portrait" {
         let (x, y, w, h) = PORTRAIT_BOX;
         return image::imageops::crop_imm(&load("chelsea"), x, y, w, h).to_image();
@@ -175,6 +180,62 @@ fn vicrop_matches_the_transformers_pipeline() {
                 .expect("model");
         LlavaVicrop::new(model)
     });
+}
+
+/// The trained demo checkpoint (tools/train_demo_llava.py): the same pipeline checks on scene
+/// images, where margins are those of a trained model.
+#[test]
+fn demo_vicrop_matches_the_transformers_pipeline() {
+    check_goldens("goldens/vicrop-demo.json", |name| {
+        let model =
+            LlavaModel::<Cpu>::load(&fixture(name), &Default::default(), LoadOptions::default())
+                .expect("model");
+        LlavaVicrop::new(model)
+    });
+}
+
+/// Greedy ids of the demo checkpoint on every bundled scene, with one image and with the
+/// oracle crop, against transformers (tools/gen_demo_goldens.py).
+#[test]
+fn demo_answers_match_transformers() {
+    let golden: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(fixture("goldens/vicrop-demo.json")).expect("golden"),
+    )
+    .expect("json");
+    let max_new = golden["max_new_tokens"].as_u64().expect("max") as usize;
+    let model = LlavaModel::<Cpu>::load(
+        &fixture(golden["checkpoint"].as_str().expect("checkpoint")),
+        &Default::default(),
+        LoadOptions::default(),
+    )
+    .expect("model");
+    let answers = golden["answers"].as_array().expect("answers");
+    assert!(
+        answers.len() >= 30,
+        "the golden holds {} items",
+        answers.len()
+    );
+    for a in answers {
+        let path = fixture(&format!("scenes/{}", a["image"].as_str().expect("image")));
+        let img = load_image(&path, &LoadLimits::default()).expect("image");
+        let q = a["question"].as_str().expect("question");
+        let b = ids(&a["oracle_bbox"]);
+        let crop = image::imageops::crop_imm(&img, b[0], b[1], b[2] - b[0], b[3] - b[1]).to_image();
+        let plain = model.answer(&[&img], q, max_new).expect("answer");
+        assert_eq!(
+            plain.token_ids,
+            ids(&a["plain"]["ids"]),
+            "{}: plain answer",
+            path.display()
+        );
+        let with_crop = model.answer(&[&img, &crop], q, max_new).expect("answer");
+        assert_eq!(
+            with_crop.token_ids,
+            ids(&a["oracle"]["ids"]),
+            "{}: answer with the oracle crop",
+            path.display()
+        );
+    }
 }
 
 #[test]
