@@ -131,25 +131,29 @@ impl BackendJob for ScenesRequest {
         let sink = file.as_mut().map(|f| f as &mut dyn std::io::Write);
         let (model, bar) = load_model::<B>(&self.model, device, self.dtype)?;
         bar.finish_and_clear();
-        let run = |sink| match model {
-            AnyModel::Llava(m) => crate::scenes::evaluate_set(
-                &ViCrop::new(LlavaVicrop::new(*m)),
-                &set,
-                &self.plan,
-                self.limit,
-                self.shard,
-                sink,
-            ),
-            AnyModel::InstructBlip(m) => crate::scenes::evaluate_set(
-                &ViCrop::new(InstructBlipVicrop::new(*m)),
-                &set,
-                &self.plan,
-                self.limit,
-                self.shard,
-                sink,
-            ),
-        };
-        run(sink)
+        match model {
+            AnyModel::Llava(m) => self.evaluate(LlavaVicrop::new(*m), &set, sink),
+            AnyModel::InstructBlip(m) => self.evaluate(InstructBlipVicrop::new(*m), &set, sink),
+        }
+    }
+}
+
+impl ScenesRequest {
+    /// Evaluates `set` with a loaded model of any family.
+    fn evaluate<M: AttentionSource + GradientSource>(
+        &self,
+        model: M,
+        set: &crate::scenes::SceneSet,
+        sink: Option<&mut dyn std::io::Write>,
+    ) -> Result<Vec<crate::scenes::ItemResult>> {
+        crate::scenes::evaluate_set(
+            &ViCrop::new(model),
+            set,
+            &self.plan,
+            self.limit,
+            self.shard,
+            sink,
+        )
     }
 }
 

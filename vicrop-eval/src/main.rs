@@ -61,12 +61,8 @@ struct ScenesArgs {
     /// Append one JSON line per item to this file.
     #[arg(long)]
     results: Option<PathBuf>,
-    /// Where to run.
-    #[arg(long, value_enum, default_value_t = Device::Cpu)]
-    device: Device,
-    /// Compute dtype (default: f32 on CPU, bf16 on CUDA).
-    #[arg(long, value_enum)]
-    dtype: Option<Dtype>,
+    #[command(flatten)]
+    run: RunArgs,
     /// Print the summary as JSON instead of a markdown table.
     #[arg(long)]
     json: bool,
@@ -163,6 +159,24 @@ enum Dtype {
     F16,
 }
 
+/// Where a model runs and in which dtype.
+#[derive(Debug, clap::Args)]
+struct RunArgs {
+    /// Where to run.
+    #[arg(long, value_enum, default_value_t = Device::Cpu)]
+    device: Device,
+    /// Compute dtype (default: f32 on CPU, bf16 on CUDA).
+    #[arg(long, value_enum)]
+    dtype: Option<Dtype>,
+}
+
+impl RunArgs {
+    /// The compute dtype for the device.
+    fn dtype(&self) -> Result<burn::tensor::DType> {
+        dtype_for(self.device, self.dtype)
+    }
+}
+
 /// Flags shared by the commands that run a model.
 #[derive(Debug, clap::Args)]
 struct ModelArgs {
@@ -179,12 +193,8 @@ struct ModelArgs {
     /// Most tokens to generate per answer.
     #[arg(long, default_value_t = 20)]
     max_new_tokens: usize,
-    /// Where to run.
-    #[arg(long, value_enum, default_value_t = Device::Cpu)]
-    device: Device,
-    /// Compute dtype (default: f32 on CPU, bf16 on CUDA).
-    #[arg(long, value_enum)]
-    dtype: Option<Dtype>,
+    #[command(flatten)]
+    run: RunArgs,
     /// Print one JSON object instead of plain text.
     #[arg(long)]
     json: bool,
@@ -280,7 +290,7 @@ fn scenes(args: ScenesArgs) -> Result<()> {
         bail!("--model and --set are required (or --report FILES)");
     };
     let shard = args.shard.as_deref().map(parse_shard).transpose()?;
-    let dtype = dtype_for(args.device, args.dtype)?;
+    let dtype = args.run.dtype()?;
     if args.methods.is_empty() {
         bail!("--methods is empty");
     }
@@ -301,7 +311,7 @@ fn scenes(args: ScenesArgs) -> Result<()> {
         results: args.results,
         dtype,
     };
-    let results = commands::run_on(args.device.kind(), &request)?;
+    let results = commands::run_on(args.run.device.kind(), &request)?;
     print_summary(&results, args.json)
 }
 
@@ -319,7 +329,7 @@ fn dtype_for(device: Device, dtype: Option<Dtype>) -> Result<burn::tensor::DType
 }
 
 fn answer(args: AnswerArgs) -> Result<()> {
-    let dtype = dtype_for(args.common.device, args.common.dtype)?;
+    let dtype = args.common.run.dtype()?;
     let request = commands::AnswerRequest {
         model: args.common.model,
         image: args.common.image,
@@ -327,7 +337,7 @@ fn answer(args: AnswerArgs) -> Result<()> {
         max_new_tokens: args.common.max_new_tokens,
         dtype,
     };
-    let answer = commands::run_on(args.common.device.kind(), &request)?;
+    let answer = commands::run_on(args.common.run.device.kind(), &request)?;
     let mut out = std::io::stdout().lock();
     if args.common.json {
         let json = serde_json::json!({
@@ -342,7 +352,7 @@ fn answer(args: AnswerArgs) -> Result<()> {
 }
 
 fn crop(args: CropArgs) -> Result<()> {
-    let dtype = dtype_for(args.common.device, args.common.dtype)?;
+    let dtype = args.common.run.dtype()?;
     let request = commands::CropRequest {
         model: args.common.model,
         image: args.common.image,
@@ -362,7 +372,7 @@ fn crop(args: CropArgs) -> Result<()> {
         save_crop: args.save_crop,
         save_heatmap: args.save_heatmap,
     };
-    let (outcome, timing) = commands::run_on(args.common.device.kind(), &request)?;
+    let (outcome, timing) = commands::run_on(args.common.run.device.kind(), &request)?;
     let mut out = std::io::stdout().lock();
     if args.common.json {
         writeln!(out, "{}", commands::outcome_json(&outcome, timing))

@@ -265,13 +265,6 @@ pub fn evaluate_item<M: AttentionSource + GradientSource>(
         correct: is_correct(&text, &item.answers),
         text,
     };
-    let (plain, _) = pipeline.model().answer(
-        prepared.state(),
-        &item.question,
-        pipeline.max_new_tokens,
-        None,
-        &mut meter,
-    )?;
     let oracle_bbox = oracle_box(item.bbox, size, side);
     let crop_of = |b: &CropBox| {
         image::imageops::crop_imm(&image, b.x0, b.y0, b.width(), b.height()).to_image()
@@ -286,6 +279,9 @@ pub fn evaluate_item<M: AttentionSource + GradientSource>(
     let region_selector = AdaptiveWindow::new(side).with_placement(MapPlacement::MapRegion);
     let tiles = TileGrid::for_image(size.0, size.1, pipeline.tile_threshold).len();
     let mut runs: Vec<RunResult> = Vec::new();
+    // The plain answer is every run's baseline: taken from the first run, generated here
+    // only when the plan has none.
+    let mut plain: Option<String> = None;
     for &(method, high_res) in &plan.runs {
         // One tile is the whole image: the high-res run is the plain run, reuse it.
         if high_res && tiles == 1 {
@@ -305,6 +301,7 @@ pub fn evaluate_item<M: AttentionSource + GradientSource>(
         let mut q = Question::new(item.question.clone(), method);
         q.high_res = high_res;
         let out = pipeline.run(&mut prepared, &q)?;
+        plain.get_or_insert_with(|| out.answer.text.clone());
         let peak = out
             .tiles
             .is_none()
@@ -345,12 +342,25 @@ pub fn evaluate_item<M: AttentionSource + GradientSource>(
             });
         }
     }
+    let plain = match plain {
+        Some(text) => text,
+        None => {
+            let (answer, _) = pipeline.model().answer(
+                prepared.state(),
+                &item.question,
+                pipeline.max_new_tokens,
+                None,
+                &mut meter,
+            )?;
+            answer.text
+        }
+    };
     Ok(ItemResult {
         id: item.id,
         kind: item.kind.clone(),
         answers: item.answers.clone(),
         tiles,
-        plain: score(plain.text),
+        plain: score(plain),
         oracle_bbox: oracle_bbox.to_array(),
         oracle: score(oracle.text),
         runs,
@@ -523,6 +533,7 @@ pub fn evaluate_set<M: AttentionSource + GradientSource>(
         .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
     );
     let mut out = Vec::with_capacity(items.len());
+    let (mut plain, mut first) = (0, 0);
     for item in items {
         let r = evaluate_item(pipeline, &set.root, item, plan)
             .with_context(|| format!("scene item {}", item.id))?;
@@ -530,12 +541,9 @@ pub fn evaluate_set<M: AttentionSource + GradientSource>(
             writeln!(w, "{}", serde_json::to_string(&r)?)?;
             w.flush()?;
         }
+        plain += usize::from(r.plain.correct);
+        first += usize::from(r.runs.first().is_some_and(|x| x.answer.correct));
         out.push(r);
-        let plain = out.iter().filter(|r| r.plain.correct).count();
-        let first = out
-            .iter()
-            .filter(|r| r.runs.first().is_some_and(|x| x.answer.correct))
-            .count();
         bar.set_message(format!("plain {plain}, first ViCrop run {first} correct"));
         bar.inc(1);
     }

@@ -172,14 +172,15 @@ where
     }
 }
 
+/// The LLaVA fixture checkpoint `name`, on the CPU.
+fn llava(name: &str) -> LlavaModel<Cpu> {
+    LlavaModel::<Cpu>::load(&fixture(name), &Default::default(), LoadOptions::default())
+        .expect("model")
+}
+
 #[test]
 fn vicrop_matches_the_transformers_pipeline() {
-    check_goldens("goldens/vicrop.json", |name| {
-        let model =
-            LlavaModel::<Cpu>::load(&fixture(name), &Default::default(), LoadOptions::default())
-                .expect("model");
-        LlavaVicrop::new(model)
-    });
+    check_goldens("goldens/vicrop.json", |name| LlavaVicrop::new(llava(name)));
 }
 
 /// The trained demo checkpoint (tools/train_demo_llava.py): the same pipeline checks on scene
@@ -187,10 +188,7 @@ fn vicrop_matches_the_transformers_pipeline() {
 #[test]
 fn demo_vicrop_matches_the_transformers_pipeline() {
     check_goldens("goldens/vicrop-demo.json", |name| {
-        let model =
-            LlavaModel::<Cpu>::load(&fixture(name), &Default::default(), LoadOptions::default())
-                .expect("model");
-        LlavaVicrop::new(model)
+        LlavaVicrop::new(llava(name))
     });
 }
 
@@ -203,12 +201,7 @@ fn demo_answers_match_transformers() {
     )
     .expect("json");
     let max_new = golden["max_new_tokens"].as_u64().expect("max") as usize;
-    let model = LlavaModel::<Cpu>::load(
-        &fixture(golden["checkpoint"].as_str().expect("checkpoint")),
-        &Default::default(),
-        LoadOptions::default(),
-    )
-    .expect("model");
+    let model = llava(golden["checkpoint"].as_str().expect("checkpoint"));
     let answers = golden["answers"].as_array().expect("answers");
     assert!(
         answers.len() >= 30,
@@ -253,13 +246,7 @@ fn instructblip_vicrop_matches_the_transformers_pipeline() {
 
 #[test]
 fn a_prepared_image_serves_many_questions_with_the_same_maps() {
-    let model = LlavaModel::<Cpu>::load(
-        &fixture("llava-tiny-b"),
-        &Default::default(),
-        LoadOptions::default(),
-    )
-    .expect("model");
-    let pipeline = ViCrop::new(LlavaVicrop::new(model));
+    let pipeline = ViCrop::new(LlavaVicrop::new(llava("llava-tiny-b")));
     let img = load("chelsea");
     let questions = ["What is the number on the bus?", "What color is the cat?"];
     let mut shared = pipeline.prepare(&img).expect("prepare");
