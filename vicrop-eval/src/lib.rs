@@ -2,5 +2,7 @@
 //! binary.
 
 pub mod commands;
+pub mod data;
 pub mod heatmap;
 pub mod scenes;
+pub mod score;

@@ -29,6 +29,31 @@ enum Command {
     /// Evaluate on a generated sign-scene set (tools/demo_scenes.py): accuracy of the plain
     /// answer, of ViCrop per method, and of the oracle crop; where the maps and crops land.
     Scenes(ScenesArgs),
+    /// Benchmark evaluation: score predictions as each benchmark's own code does.
+    Eval(EvalArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct EvalArgs {
+    #[command(subcommand)]
+    command: EvalCommand,
+}
+
+#[derive(Debug, Subcommand)]
+enum EvalCommand {
+    /// Score a predictions file (JSON lines {"id", "prediction", "labels"[, "options"]}) with
+    /// every metric of a task; prints {"n": int, "metrics": {"NAME": float}} in percent.
+    Score(EvalScoreArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct EvalScoreArgs {
+    /// Task: textvqa, vqav2, gqa, aokvqa, docvqa, pope, vstar.
+    #[arg(long)]
+    task: String,
+    /// Predictions, one JSON object per line.
+    #[arg(long)]
+    predictions: PathBuf,
 }
 
 #[derive(Debug, clap::Args)]
@@ -242,7 +267,19 @@ fn run(cli: Cli) -> Result<()> {
         Command::Crop(args) => crop(args),
         Command::Box(args) => bbox(args),
         Command::Scenes(args) => scenes(args),
+        Command::Eval(args) => match args.command {
+            EvalCommand::Score(args) => eval_score(args),
+        },
     }
+}
+
+fn eval_score(args: EvalScoreArgs) -> Result<()> {
+    use vicrop_eval::score;
+    let task: score::Task = args.task.parse()?;
+    let scores = score::score_file(task, &args.predictions)?;
+    let json = serde_json::to_string(&scores)?;
+    writeln!(std::io::stdout().lock(), "{json}").context("writing to stdout")?;
+    Ok(())
 }
 
 fn method_of(m: MethodArg) -> Method {
