@@ -5,8 +5,8 @@
    seen in training): written first if missing.
 2. tests/fixtures/goldens/vicrop-demo.json, two parts:
    - "answers": for every subset item, transformers' greedy ids of the plain answer (one image)
-     and of the answer with the oracle crop (image + the square of side 224 centred on the
-     sign, as vicrop_eval::scenes::oracle_box makes it), with the smallest top-1/top-2 logit
+     and of the answer with the oracle crop (image + the square of side S, the model's input
+     side, centred on the sign, as vicrop_eval::scenes::oracle_box makes it), with the smallest top-1/top-2 logit
      margin of each generation;
    - "cases": full ViCrop pipeline goldens (map, box, both answers) for a few items and every
      method, in the schema of tools/gen_vicrop_goldens.py, whose reference code computes them.
