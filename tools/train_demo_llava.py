@@ -21,7 +21,8 @@ The patch heads are not saved.
     cp -r /tmp/llava-demo tests/fixtures/llava-demo
 
 is the command that made tests/fixtures/llava-demo (the defaults are its settings; about 40
-minutes on 2 cores) with torch 2.5.1 (CPU), transformers 4.47.1, Pillow 11.0.0 and 2 threads.
+minutes on 2 cores) with torch 2.5.1 (CPU), transformers 4.47.1, Pillow 11.0.0 and 2 threads;
+rerun from a clean clone, it reproduces the shipped model.safetensors bit for bit.
 It also writes OUT-step400, -step800, -step1200: those intermediate saves round the weights
 in memory to float16 and back (part of the recipe as run; keep `--save-every 400` to
 reproduce). The loss curve goes to OUT/train_log.tsv, the settings to OUT/training.json.
