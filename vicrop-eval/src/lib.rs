@@ -4,5 +4,7 @@
 pub mod commands;
 pub mod data;
 pub mod heatmap;
+pub mod report;
+pub mod run;
 pub mod scenes;
 pub mod score;

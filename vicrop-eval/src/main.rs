@@ -44,6 +44,30 @@ enum EvalCommand {
     /// Score a predictions file (JSON lines {"id", "prediction", "labels"[, "options"]}) with
     /// every metric of a task; prints {"n": int, "metrics": {"NAME": float}} in percent.
     Score(EvalScoreArgs),
+    /// Run a model over a benchmark into a run folder, one JSON line per item, resumable and
+    /// shardable (see docs/evaluation.md, "Running").
+    Run(Box<EvalRunArgs>),
+    /// Combine the shard files of a sharded run folder into its results.jsonl.
+    Merge(EvalMergeArgs),
+    /// Report on finished run folders (`vicrop eval run --out DIR`, merged): accuracy without
+    /// and with the crop per model x method x task, by answer-box size, and the attention ratio
+    /// per layer; markdown on stdout, and with --out also CSV files and PNG plots.
+    Report(EvalReportArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct EvalReportArgs {
+    /// Run folders, each holding manifest.json and a merged results.jsonl.
+    #[arg(required = true, value_name = "DIR")]
+    dirs: Vec<PathBuf>,
+    /// Also write report.md, main.csv, by_size.csv, attention_ratio.csv and the PNG plots
+    /// into this folder (created if missing).
+    #[arg(long, value_name = "REPORT_DIR")]
+    out: Option<PathBuf>,
+    /// Show each benchmark's own metric (vqa_official, anls) instead of the ViCrop
+    /// reference's scoring (vqa_reference, docvqa_substring) that the paper reports.
+    #[arg(long)]
+    official: bool,
 }
 
 #[derive(Debug, clap::Args)]
@@ -54,6 +78,74 @@ struct EvalScoreArgs {
     /// Predictions, one JSON object per line.
     #[arg(long)]
     predictions: PathBuf,
+}
+
+#[derive(Debug, clap::Args)]
+struct EvalRunArgs {
+    /// Model folder or cached hub id (LLaVA-1.5 or InstructBLIP, told by its config.json).
+    #[arg(long)]
+    model: String,
+    /// Task, for the dataset's native format and the scoring: textvqa, vqav2, gqa, aokvqa,
+    /// docvqa, pope, vstar.
+    #[arg(long)]
+    task: String,
+    /// The dataset: its file, or the folder holding it (docs/evaluation.md, "Datasets").
+    #[arg(long)]
+    data: PathBuf,
+    /// Dataset format (default: the task's native format; `reference` for the ViCrop
+    /// reference repo's data.json).
+    #[arg(long)]
+    format: Option<String>,
+    /// Image root, replacing the format's default.
+    #[arg(long)]
+    images: Option<PathBuf>,
+    /// TextVQA answer boxes (the JSON lines export of jrzhang/TextVQA_GT_bbox).
+    #[arg(long)]
+    boxes: Option<PathBuf>,
+    /// What to run per item.
+    #[arg(long, value_enum)]
+    method: vicrop_eval::run::RunMethod,
+    /// Map methods: tile large images and stitch per-tile maps.
+    #[arg(long)]
+    high_res: bool,
+    /// rel-att, grad-att: the LLM layer of the map (default: the model's).
+    #[arg(long)]
+    layer: Option<usize>,
+    /// Map methods: where map cells lie on the image when choosing the box (default:
+    /// whole-image, the reference's).
+    #[arg(long, value_enum)]
+    placement: Option<PlacementArg>,
+    /// Also record, per item with answer boxes, the attention ratio at every LLM layer.
+    #[arg(long)]
+    attention_ratio: bool,
+    /// Most tokens to generate per answer.
+    #[arg(long, default_value_t = 20)]
+    max_new_tokens: usize,
+    /// Run only the items whose index is K modulo N (K counted from 0), into
+    /// results-K-of-N.jsonl; `vicrop eval merge` combines the shards.
+    #[arg(long, value_name = "K/N")]
+    shard: Option<String>,
+    /// Only the first N items of the dataset (before sharding).
+    #[arg(long)]
+    limit: Option<usize>,
+    /// Run again the items whose rows recorded an error.
+    #[arg(long)]
+    retry_errors: bool,
+    /// The run folder (created; a rerun resumes it).
+    #[arg(long)]
+    out: PathBuf,
+    #[command(flatten)]
+    run: RunArgs,
+}
+
+#[derive(Debug, clap::Args)]
+struct EvalMergeArgs {
+    /// The run folder.
+    #[arg(value_name = "DIR")]
+    dir: PathBuf,
+    /// Merge even if shards are incomplete (what is missing is listed on stderr).
+    #[arg(long)]
+    allow_partial: bool,
 }
 
 #[derive(Debug, clap::Args)]
@@ -269,6 +361,9 @@ fn run(cli: Cli) -> Result<()> {
         Command::Scenes(args) => scenes(args),
         Command::Eval(args) => match args.command {
             EvalCommand::Score(args) => eval_score(args),
+            EvalCommand::Run(args) => eval_run(*args),
+            EvalCommand::Merge(args) => eval_merge(args),
+            EvalCommand::Report(args) => eval_report(args),
         },
     }
 }
@@ -278,6 +373,75 @@ fn eval_score(args: EvalScoreArgs) -> Result<()> {
     let task: score::Task = args.task.parse()?;
     let scores = score::score_file(task, &args.predictions)?;
     let json = serde_json::to_string(&scores)?;
+    writeln!(std::io::stdout().lock(), "{json}").context("writing to stdout")?;
+    Ok(())
+}
+
+fn eval_report(args: EvalReportArgs) -> Result<()> {
+    use vicrop_eval::report::{MetricSet, Report};
+    let set = if args.official {
+        MetricSet::Official
+    } else {
+        MetricSet::Reference
+    };
+    let report = Report::from_dirs_with(&args.dirs, set)?;
+    write!(std::io::stdout().lock(), "{}", report.markdown()).context("writing to stdout")?;
+    if let Some(out) = &args.out {
+        let files = report.write(out)?;
+        for f in files {
+            eprintln!("wrote {}", f.display());
+        }
+    }
+    Ok(())
+}
+
+fn eval_run(args: EvalRunArgs) -> Result<()> {
+    use vicrop_eval::run::{RunRequest, Shard};
+    let task: vicrop_eval::score::Task = args.task.parse()?;
+    let format = args
+        .format
+        .as_deref()
+        .map(str::parse::<vicrop_eval::data::Format>)
+        .transpose()?;
+    let shard = match &args.shard {
+        Some(s) => s.parse::<Shard>()?,
+        None => Shard::WHOLE,
+    };
+    let dtype = args.run.dtype()?;
+    let request = RunRequest {
+        model: args.model,
+        task,
+        format,
+        data: args.data,
+        images: args.images,
+        boxes: args.boxes,
+        method: args.method,
+        high_res: args.high_res,
+        layer: args.layer,
+        placement: args.placement.map(|p| match p {
+            PlacementArg::WholeImage => vicrop_core::MapPlacement::WholeImage,
+            PlacementArg::MapRegion => vicrop_core::MapPlacement::MapRegion,
+        }),
+        attention_ratio: args.attention_ratio,
+        max_new_tokens: args.max_new_tokens,
+        shard,
+        limit: args.limit,
+        retry_errors: args.retry_errors,
+        out: args.out,
+        dtype,
+    };
+    let summary = commands::run_on(args.run.device.kind(), &request)?;
+    let json = serde_json::to_string(&summary)?;
+    writeln!(std::io::stdout().lock(), "{json}").context("writing to stdout")?;
+    Ok(())
+}
+
+fn eval_merge(args: EvalMergeArgs) -> Result<()> {
+    let summary = vicrop_eval::run::merge(&args.dir, args.allow_partial)?;
+    for line in summary.missing.iter().chain(&summary.warnings) {
+        eprintln!("warning: {line}");
+    }
+    let json = serde_json::to_string(&summary)?;
     writeln!(std::io::stdout().lock(), "{json}").context("writing to stdout")?;
     Ok(())
 }
