@@ -18,7 +18,7 @@ use std::path::Path;
 use serde_json::Value;
 
 use super::json::{self, Container};
-use super::{parent_of, resolve_file, DataError, Dataset, Format, Item, LoadOptions, UniqueIds};
+use super::{parent_of, resolve_file, DataError, Dataset, Format, Item, ItemSink, LoadOptions};
 
 /// The file looked for when `--data` is a folder.
 pub const FILE_NAME: &str = "aokvqa_v1p0_val.json";
@@ -29,20 +29,11 @@ pub fn load(data: &Path, options: &LoadOptions) -> Result<Dataset, DataError> {
     let image_root = options.images.clone().unwrap_or_else(|| parent_of(&file));
     let file_split = split_from_name(&file);
     let text = json::read_text(&file)?;
-    let mut items = Vec::new();
-    let mut ids = UniqueIds::default();
+    let mut sink = ItemSink::new(&file);
     json::for_each_record(&file, &text, Container::List, &[], |at, value| {
-        let item = record(&value, &image_root, file_split.as_deref()).map_err(|message| {
-            DataError::Record {
-                file: file.clone(),
-                at: at.clone(),
-                message,
-            }
-        })?;
-        ids.insert(&file, &item.id, &at)?;
-        items.push(item);
-        Ok(())
+        sink.push(at, record(&value, &image_root, file_split.as_deref()))
     })?;
+    let items = sink.into_items();
     Ok(Dataset {
         format: Format::AOkVqa,
         file,

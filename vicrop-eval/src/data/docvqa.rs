@@ -16,7 +16,7 @@ use std::path::Path;
 use serde_json::Value;
 
 use super::json::{self, Container};
-use super::{parent_of, resolve_file, DataError, Dataset, Format, Item, LoadOptions, UniqueIds};
+use super::{parent_of, resolve_file, DataError, Dataset, Format, Item, ItemSink, LoadOptions};
 
 /// The files looked for, in order, when `--data` is a folder.
 pub const FILE_NAMES: [&str; 2] = ["val_v1.0_withQT.json", "val_v1.0.json"];
@@ -26,18 +26,11 @@ pub fn load(data: &Path, options: &LoadOptions) -> Result<Dataset, DataError> {
     let file = resolve_file(data, &FILE_NAMES, Format::DocVqa)?;
     let image_root = options.images.clone().unwrap_or_else(|| parent_of(&file));
     let text = json::read_text(&file)?;
-    let mut items = Vec::new();
-    let mut ids = UniqueIds::default();
+    let mut sink = ItemSink::new(&file);
     json::for_each_record(&file, &text, Container::ListAt("data"), &[], |at, value| {
-        let item = record(&value, &image_root).map_err(|message| DataError::Record {
-            file: file.clone(),
-            at: at.clone(),
-            message,
-        })?;
-        ids.insert(&file, &item.id, &at)?;
-        items.push(item);
-        Ok(())
+        sink.push(at, record(&value, &image_root))
     })?;
+    let items = sink.into_items();
     Ok(Dataset {
         format: Format::DocVqa,
         file,

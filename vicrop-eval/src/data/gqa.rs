@@ -16,7 +16,7 @@ use std::path::Path;
 use serde_json::Value;
 
 use super::json::{self, Container};
-use super::{parent_of, resolve_file, DataError, Dataset, Format, Item, LoadOptions, UniqueIds};
+use super::{parent_of, resolve_file, DataError, Dataset, Format, Item, ItemSink, LoadOptions};
 
 /// The file looked for when `--data` is a folder.
 pub const FILE_NAME: &str = "testdev_balanced_questions.json";
@@ -26,21 +26,15 @@ pub fn load(data: &Path, options: &LoadOptions) -> Result<Dataset, DataError> {
     let file = resolve_file(data, &[FILE_NAME], Format::Gqa)?;
     let image_root = options.images.clone().unwrap_or_else(|| parent_of(&file));
     let text = json::read_text(&file)?;
-    let mut items = Vec::new();
-    let mut ids = UniqueIds::default();
+    let mut sink = ItemSink::new(&file);
     json::for_each_record(&file, &text, Container::Map, &[], |at, value| {
         let super::Location::Key(id) = &at else {
             return Ok(());
         };
-        let item = record(id, &value, &image_root).map_err(|message| DataError::Record {
-            file: file.clone(),
-            at: at.clone(),
-            message,
-        })?;
-        ids.insert(&file, &item.id, &at)?;
-        items.push(item);
-        Ok(())
+        let made = record(id, &value, &image_root);
+        sink.push(at, made)
     })?;
+    let items = sink.into_items();
     Ok(Dataset {
         format: Format::Gqa,
         file,

@@ -440,6 +440,47 @@ impl UniqueIds {
     }
 }
 
+/// The items a loader makes of one file's records, in order: a record's message becomes a
+/// [`DataError::Record`] naming the file and where the record is, a repeated id a
+/// [`DataError::Duplicate`] naming both places.
+pub(crate) struct ItemSink<'f> {
+    file: &'f Path,
+    items: Vec<Item>,
+    ids: UniqueIds,
+}
+
+impl<'f> ItemSink<'f> {
+    /// An empty sink for the records of `file`.
+    pub(crate) fn new(file: &'f Path) -> Self {
+        Self {
+            file,
+            items: Vec::new(),
+            ids: UniqueIds::default(),
+        }
+    }
+
+    /// Takes the item made of the record at `at`, or the reason it could not be made.
+    pub(crate) fn push(
+        &mut self,
+        at: Location,
+        made: Result<Item, String>,
+    ) -> Result<(), DataError> {
+        let item = made.map_err(|message| DataError::Record {
+            file: self.file.to_path_buf(),
+            at: at.clone(),
+            message,
+        })?;
+        self.ids.insert(self.file, &item.id, &at)?;
+        self.items.push(item);
+        Ok(())
+    }
+
+    /// The items, in the order of their records.
+    pub(crate) fn into_items(self) -> Vec<Item> {
+        self.items
+    }
+}
+
 /// `data` itself when it is a file; for a folder, the first of `names` it holds. The error
 /// says what was looked for.
 pub(crate) fn resolve_file(

@@ -26,7 +26,7 @@ use std::path::Path;
 use serde_json::{Map, Value};
 
 use super::json::{self, Container};
-use super::{parent_of, resolve_file, DataError, Dataset, Format, Item, LoadOptions, UniqueIds};
+use super::{parent_of, resolve_file, DataError, Dataset, Format, Item, ItemSink, LoadOptions};
 
 /// The file looked for when `--data` is a folder.
 pub const FILE_NAME: &str = "data.json";
@@ -39,18 +39,11 @@ pub fn load(data: &Path, options: &LoadOptions) -> Result<Dataset, DataError> {
         .clone()
         .unwrap_or_else(|| parent_of(&file).join("images"));
     let text = json::read_text(&file)?;
-    let mut items = Vec::new();
-    let mut ids = UniqueIds::default();
+    let mut sink = ItemSink::new(&file);
     json::for_each_record(&file, &text, Container::List, &[], |at, value| {
-        let item = record(&value, &image_root).map_err(|message| DataError::Record {
-            file: file.clone(),
-            at: at.clone(),
-            message,
-        })?;
-        ids.insert(&file, &item.id, &at)?;
-        items.push(item);
-        Ok(())
+        sink.push(at, record(&value, &image_root))
     })?;
+    let items = sink.into_items();
     Ok(Dataset {
         format: Format::Reference,
         file,

@@ -28,8 +28,8 @@ use serde_json::Value;
 
 use super::json::{self, Container};
 use super::{
-    parent_of, resolve_file, xywh_to_corners, DataError, Dataset, Format, Item, LoadOptions,
-    Location, UniqueIds,
+    parent_of, resolve_file, xywh_to_corners, DataError, Dataset, Format, Item, ItemSink,
+    LoadOptions, Location,
 };
 
 /// The file looked for when `--data` is a folder.
@@ -43,18 +43,11 @@ pub fn load(data: &Path, options: &LoadOptions) -> Result<Dataset, DataError> {
     let folder = parent_of(&file);
     let image_root = options.images.clone().unwrap_or_else(|| folder.clone());
     let text = json::read_text(&file)?;
-    let mut items = Vec::new();
-    let mut ids = UniqueIds::default();
+    let mut sink = ItemSink::new(&file);
     json::for_each_record(&file, &text, Container::ListAt("data"), &[], |at, value| {
-        let item = record(&value, &image_root).map_err(|message| DataError::Record {
-            file: file.clone(),
-            at: at.clone(),
-            message,
-        })?;
-        ids.insert(&file, &item.id, &at)?;
-        items.push(item);
-        Ok(())
+        sink.push(at, record(&value, &image_root))
     })?;
+    let mut items = sink.into_items();
 
     let boxes_file = match &options.boxes {
         Some(path) => Some(path.clone()),

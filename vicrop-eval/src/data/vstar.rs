@@ -27,8 +27,8 @@ use serde_json::Value;
 
 use super::json;
 use super::{
-    parent_of, resolve_file, xywh_to_corners, DataError, Dataset, Format, Item, LoadOptions,
-    UniqueIds,
+    parent_of, resolve_file, xywh_to_corners, DataError, Dataset, Format, Item, ItemSink,
+    LoadOptions,
 };
 
 /// The file looked for when `--data` is a folder.
@@ -39,18 +39,11 @@ pub fn load(data: &Path, options: &LoadOptions) -> Result<Dataset, DataError> {
     let file = resolve_file(data, &[FILE_NAME], Format::VStar)?;
     let image_root = options.images.clone().unwrap_or_else(|| parent_of(&file));
     let text = json::read_text(&file)?;
-    let mut items = Vec::new();
-    let mut ids = UniqueIds::default();
+    let mut sink = ItemSink::new(&file);
     json::for_each_line(&file, &text, |at, value| {
-        let item = record(&value, &image_root).map_err(|message| DataError::Record {
-            file: file.clone(),
-            at: at.clone(),
-            message,
-        })?;
-        ids.insert(&file, &item.id, &at)?;
-        items.push(item);
-        Ok(())
+        sink.push(at, record(&value, &image_root))
     })?;
+    let items = sink.into_items();
     Ok(Dataset {
         format: Format::VStar,
         file,
