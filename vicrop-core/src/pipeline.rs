@@ -496,6 +496,21 @@ impl<M: AttentionSource + GradientSource> ViCrop<M> {
                 connector_layer: layers.connector,
                 with_grad: false,
             });
+        // pure-grad's question gradient runs the whole prompt through the model; a model may
+        // keep that forward's image prefix for the plain answer, so the map goes first there.
+        // (rel-att goes the other way: the plain answer's prefill hands out the map's row.)
+        let map_first = q.method == Method::PureGrad;
+        let mut early_map = None;
+        if map_first {
+            early_map = Some(self.map_metered(
+                prepared,
+                map_question,
+                q.method,
+                layers,
+                q.high_res,
+                &mut meter,
+            )?);
+        }
         let (answer, signal) = self
             .model
             .answer(
@@ -514,14 +529,17 @@ impl<M: AttentionSource + GradientSource> ViCrop<M> {
                 .questions
                 .insert((q.text.clone(), key), values);
         }
-        let (map, tiles) = self.map_metered(
-            prepared,
-            map_question,
-            q.method,
-            layers,
-            q.high_res,
-            &mut meter,
-        )?;
+        let (map, tiles) = match early_map {
+            Some(done) => done,
+            None => self.map_metered(
+                prepared,
+                map_question,
+                q.method,
+                layers,
+                q.high_res,
+                &mut meter,
+            )?,
+        };
         let img = self.model.image(&prepared.whole.state);
         let bbox = self.selector.select(&map, img.dimensions());
         let crop = image::imageops::crop_imm(img, bbox.x0, bbox.y0, bbox.width(), bbox.height())

@@ -37,6 +37,40 @@ pub fn spinner(message: &str) -> indicatif::ProgressBar {
     bar
 }
 
+/// Loads the model folder `dir` on backend `B` with a byte progress bar on stderr (hidden when
+/// stderr is not a terminal). Returns the model and the load time in seconds.
+pub fn load_with_bar<B: Backend>(
+    dir: &std::path::Path,
+    device: &B::Device,
+    dtype: DType,
+) -> Result<(AnyModel<B>, f64)> {
+    let bar = indicatif::ProgressBar::with_draw_target(
+        None,
+        indicatif::ProgressDrawTarget::stderr_with_hz(4),
+    );
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{msg} [{bar:30}] {binary_bytes}/{binary_total_bytes} ({binary_bytes_per_sec}, {eta})",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+        .progress_chars("=> "),
+    );
+    bar.set_message(format!("loading {}", dir.display()));
+    let progress_bar = bar.clone();
+    let options = LoadOptions {
+        dtype,
+        progress: Some(std::sync::Arc::new(move |done, total| {
+            progress_bar.set_length(total);
+            progress_bar.set_position(done);
+        })),
+    };
+    let t0 = std::time::Instant::now();
+    let model = AnyModel::<B>::load(dir, device, options)
+        .with_context(|| format!("loading the model from {}", dir.display()));
+    bar.finish_and_clear();
+    Ok((model?, t0.elapsed().as_secs_f64()))
+}
+
 /// Resolves `--model` and loads it on backend `B` (the family named by its `config.json`),
 /// with a spinner that stays up for the caller's next step.
 fn load_model<B: Backend>(
@@ -45,9 +79,8 @@ fn load_model<B: Backend>(
     dtype: DType,
 ) -> Result<(AnyModel<B>, indicatif::ProgressBar)> {
     let dir = resolve_model_dir(model)?;
-    let bar = spinner(&format!("loading {}", dir.display()));
-    let model = AnyModel::<B>::load(&dir, device, LoadOptions { dtype })
-        .with_context(|| format!("loading the model from {}", dir.display()))?;
+    let (model, _) = load_with_bar::<B>(&dir, device, dtype)?;
+    let bar = spinner("working");
     Ok((model, bar))
 }
 
@@ -67,7 +100,7 @@ pub fn answer_on<B: Backend>(req: &AnswerRequest, device: &B::Device) -> Result<
 /// Where a command runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DeviceKind {
-    /// burn-ndarray on the CPU.
+    /// The CPU backend (burn-flex, or burn-ndarray in builds without `flex`).
     Cpu,
     /// burn-cuda on GPU 0.
     Cuda,
@@ -160,10 +193,12 @@ impl ScenesRequest {
 /// Runs `job` on the chosen device, with a clear error when this build lacks its backend.
 pub fn run_on<J: BackendJob>(kind: DeviceKind, job: &J) -> Result<J::Output> {
     match kind {
-        #[cfg(feature = "ndarray")]
+        #[cfg(any(feature = "flex", feature = "ndarray"))]
         DeviceKind::Cpu => job.run::<vicrop_models::backend::Cpu>(&Default::default()),
-        #[cfg(not(feature = "ndarray"))]
-        DeviceKind::Cpu => bail!("--device cpu: this vicrop was built without the `ndarray` feature"),
+        #[cfg(not(any(feature = "flex", feature = "ndarray")))]
+        DeviceKind::Cpu => bail!(
+            "--device cpu: this vicrop was built without a CPU backend; rebuild with the `flex` feature"
+        ),
         #[cfg(feature = "cuda")]
         DeviceKind::Cuda => {
             check_cuda()?;

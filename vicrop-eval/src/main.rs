@@ -259,7 +259,7 @@ struct BoxArgs {
 /// Where to run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum Device {
-    /// burn-ndarray on the CPU (f32).
+    /// The CPU (burn-flex; f32, bf16 or f16).
     Cpu,
     /// burn-cuda on GPU 0 (needs a build with `--features cuda`).
     Cuda,
@@ -520,8 +520,13 @@ fn dtype_for(device: Device, dtype: Option<Dtype>) -> Result<burn::tensor::DType
     use burn::tensor::DType;
     Ok(match (device, dtype) {
         (Device::Cpu, None | Some(Dtype::F32)) => DType::F32,
+        #[cfg(feature = "flex")]
+        (Device::Cpu, Some(Dtype::Bf16)) => DType::BF16,
+        #[cfg(feature = "flex")]
+        (Device::Cpu, Some(Dtype::F16)) => DType::F16,
+        #[cfg(not(feature = "flex"))]
         (Device::Cpu, Some(other)) => {
-            bail!("--dtype {other:?} is not available on the CPU backend; use f32")
+            bail!("--dtype {other:?} needs the burn-flex CPU backend (this build has burn-ndarray, f32 only)")
         }
         (Device::Cuda, None | Some(Dtype::Bf16)) => DType::BF16,
         (Device::Cuda, Some(Dtype::F16)) => DType::F16,

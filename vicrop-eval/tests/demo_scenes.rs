@@ -122,3 +122,49 @@ fn a_malformed_scene_line_is_named() {
     let err = format!("{:#}", SceneSet::load(&path).expect_err("missing fields"));
     assert!(err.contains("items.jsonl:2"), "{err}");
 }
+
+/// The README's demo in half precision on the CPU (burn-flex stores f16 and bf16): the same
+/// plain answer, box and crop answer as in f32. The maps differ by rounding only; their
+/// largest difference is printed (measured: 1.3e-3 of the maximum in f16, 2.3e-2 in bf16).
+#[cfg(feature = "flex")]
+#[test]
+fn the_demo_gives_the_same_box_and_answers_in_f16_and_bf16() {
+    use burn::tensor::DType;
+    use vicrop_core::{load_image, LoadLimits, Question};
+
+    let image =
+        load_image(&fixture("scenes/images/0015.png"), &LoadLimits::default()).expect("image");
+    let question = Question::new("What does the sign say?", Method::GradAtt);
+    let run = |dtype| {
+        let model = LlavaModel::<Cpu>::load(
+            &fixture("llava-demo"),
+            &Default::default(),
+            LoadOptions::with_dtype(dtype),
+        )
+        .expect("model");
+        let pipeline = ViCrop::new(LlavaVicrop::new(model));
+        let mut prepared = pipeline.prepare(&image).expect("prepare");
+        pipeline.run(&mut prepared, &question).expect("run")
+    };
+    let full = run(DType::F32);
+    let peak = full.map.values().iter().fold(0f32, |m, v| m.max(v.abs()));
+    for dtype in [DType::F16, DType::BF16] {
+        let half = run(dtype);
+        let diff = half
+            .map
+            .values()
+            .iter()
+            .zip(full.map.values())
+            .fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+        println!(
+            "{dtype:?}: map max difference {:.2e} of the maximum",
+            diff / peak
+        );
+        assert_eq!(half.answer.text, full.answer.text, "{dtype:?} plain answer");
+        assert_eq!(half.bbox, full.bbox, "{dtype:?} box");
+        assert_eq!(
+            half.crop_answer.text, full.crop_answer.text,
+            "{dtype:?} crop answer"
+        );
+    }
+}

@@ -68,7 +68,7 @@ impl<B: Backend> Linear<B> {
 
     /// `x: [.., T, in] -> [.., T, out]`.
     pub fn forward<const D: usize>(&self, x: Tensor<B, D>) -> Tensor<B, D> {
-        let y = x.matmul(self.weight_t.clone().unsqueeze());
+        let y = crate::kernels::linear(x, &self.weight_t);
         match &self.bias {
             Some(b) => y + b.clone().unsqueeze(),
             None => y,

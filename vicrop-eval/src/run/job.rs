@@ -128,14 +128,8 @@ impl BackendJob for RunRequest {
 
     fn run<B: Backend>(&self, device: &B::Device) -> anyhow::Result<RunSummary> {
         let (spec, dataset, dir, _) = self.plan()?;
-        let bar = crate::commands::spinner(&format!("loading {}", dir.display()));
-        let model = AnyModel::<B>::load(
-            &dir,
-            device,
-            vicrop_models::LoadOptions { dtype: self.dtype },
-        )
-        .map_err(|e| RunError::Model(format!("loading the model from {}: {e}", dir.display())))?;
-        bar.finish_and_clear();
+        let (model, _) = crate::commands::load_with_bar::<B>(&dir, device, self.dtype)
+            .map_err(|e| RunError::Model(format!("{e:#}")))?;
         let options = self.options();
         // `run` logs the warnings (torn lines, differing paths) itself.
         let summary = match model {

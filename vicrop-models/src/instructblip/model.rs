@@ -239,7 +239,7 @@ impl<B: Backend> InstructBlipModel<B> {
             GenerationConfig::default()
         };
         let eos = eos_ids(&spec, &generation);
-        let ckpt = Checkpoint::open(dir)?;
+        let ckpt = Checkpoint::open(dir)?.with_progress(options.progress.clone());
         let net = InstructBlip::load(&ckpt, &spec, device, options.dtype)
             .map_err(|e| query_count_error(e, &spec, &config_path))?;
         tracing::info!(dir = %dir.display(), "loaded InstructBLIP checkpoint");

@@ -97,6 +97,24 @@ impl<B: Backend> KvCache<B> {
     }
 }
 
+impl<A: AutodiffBackend> KvCache<A> {
+    /// The same keys and values on the inner backend, off the autodiff graph (a prefix
+    /// computed during a differentiated forward, kept for later plain forwards).
+    pub fn inner(&self) -> KvCache<A::InnerBackend> {
+        KvCache {
+            layers: self
+                .layers
+                .iter()
+                .map(|l| {
+                    l.as_ref()
+                        .map(|(k, v)| (k.clone().inner(), v.clone().inner()))
+                })
+                .collect(),
+            len: self.len,
+        }
+    }
+}
+
 /// Which attention row to hand out during a forward.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Probe {
@@ -262,7 +280,7 @@ impl<B: Backend> Llama<B> {
 
     /// LM head. `hidden: [t, d]` -> logits `[t, vocab]`.
     pub fn logits(&self, hidden: Tensor<B, 2>) -> Tensor<B, 2> {
-        hidden.matmul(self.lm_head_t.clone())
+        crate::kernels::linear(hidden, &self.lm_head_t)
     }
 
     /// Rotary tables for `t` positions from `start`: `(cos, sin)`, each `[1, 1, t, head_dim]`.

@@ -24,6 +24,7 @@ use crate::llama::{KvCache, Llama, Probe};
 use crate::nn::{activate, Linear, LoadCtx};
 use crate::tokenizer::{expand_image_tags, llava_prompt, Tokenizer};
 use crate::weights::Checkpoint;
+use crate::weights::LoadProgress;
 
 /// The multi-modal projector: `linear_2(act(linear_1(x)))`.
 #[derive(Module, Debug)]
@@ -201,16 +202,41 @@ pub struct Answer {
     pub token_ids: Vec<u32>,
 }
 
-/// Options for [`LlavaModel::load`].
-#[derive(Debug, Clone, Copy)]
+/// Options for [`LlavaModel::load`] and [`crate::InstructBlipModel::load`].
+#[derive(Clone)]
 pub struct LoadOptions {
-    /// Compute dtype of weights and activations (F32 on CPU; BF16 or F16 on CUDA).
+    /// Compute dtype of weights and activations: F32 (the default), or BF16 / F16 to halve
+    /// the memory (on the CPU F16 is the faster of the two; softmax and maps stay F32).
     pub dtype: DType,
+    /// Called after each tensor is read (bytes so far, bytes in all), e.g. for a progress bar.
+    pub progress: Option<LoadProgress>,
+}
+
+impl std::fmt::Debug for LoadOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LoadOptions")
+            .field("dtype", &self.dtype)
+            .field("progress", &self.progress.is_some())
+            .finish()
+    }
 }
 
 impl Default for LoadOptions {
     fn default() -> Self {
-        Self { dtype: DType::F32 }
+        Self {
+            dtype: DType::F32,
+            progress: None,
+        }
+    }
+}
+
+impl LoadOptions {
+    /// Default options with compute dtype `dtype`.
+    pub fn with_dtype(dtype: DType) -> Self {
+        Self {
+            dtype,
+            ..Self::default()
+        }
     }
 }
 
@@ -274,7 +300,7 @@ impl<B: Backend> LlavaModel<B> {
             .eos_token_id
             .map(|e| e.to_vec())
             .unwrap_or_else(|| vec![2]);
-        let ckpt = Checkpoint::open(dir)?;
+        let ckpt = Checkpoint::open(dir)?.with_progress(options.progress.clone());
         let net = Llava::load(&ckpt, &spec, device, options.dtype)?;
         tracing::info!(dir = %dir.display(), "loaded LLaVA checkpoint");
         Ok(Self {

@@ -47,7 +47,8 @@ pub struct LlavaImage<B: Backend> {
     /// Region of the original image the vision tower saw (its centre crop).
     region: Rect,
     /// Ids of the shared prefix (everything up to the end of the first image's tokens) and
-    /// its KV cache over all layers; computed on first use (pure-grad never needs it).
+    /// its KV cache over all layers; computed on first use, or kept from pure-grad's
+    /// differentiated forward.
     prefix: Option<(Vec<u32>, KvCache<B>)>,
 }
 
@@ -266,15 +267,20 @@ impl<B: Backend> LlavaVicrop<B> {
     }
 
     /// Per-pixel L2 norm over channels of d(top log-prob)/d(pixels) for `question`.
+    ///
+    /// The forward covers the whole prompt, image prefix included; when the image has no
+    /// prefix cache yet, that part of this forward's KV cache becomes it (the values are those
+    /// a plain forward computes), so the plain answer after it skips the vision tower and
+    /// the prefix prefill.
     fn pixel_grad_norm(
         &self,
-        image: &RgbImage,
+        img: &mut LlavaImage<B>,
         question: &str,
         meter: &mut Meter,
     ) -> Result<Vec<f32>> {
         let net = self.grad_net();
         let prompt = self.prompt(question, 1)?;
-        let pixels = self.model.pixel_values(&[image])?;
+        let pixels = self.model.pixel_values(&[&img.image])?;
         let [_, c, h, w] = pixels.dims();
         let pixels = Tensor::<Autodiff<B>, 4>::from_inner(pixels).require_grad();
         let feats = net.encode_images(pixels.clone());
@@ -283,6 +289,11 @@ impl<B: Backend> LlavaVicrop<B> {
         let mut cache = net.llm().new_cache();
         let out = net.llm().forward(embeds, &mut cache, None)?;
         meter.llm(prompt.ids.len(), self.layers());
+        if img.prefix.is_none() {
+            let mut prefix = cache.inner();
+            prefix.truncate(prompt.prefix_len);
+            img.prefix = Some((prompt.prefix().to_vec(), prefix));
+        }
         let hidden = out
             .hidden
             .ok_or_else(|| ModelError::InvalidInput("forward incomplete".into()))?;
@@ -430,7 +441,7 @@ impl<B: Backend> GradientSource for LlavaVicrop<B> {
         question: &str,
         meter: &mut Meter,
     ) -> Result<Vec<f32>> {
-        self.pixel_grad_norm(&img.image, question, meter)
+        self.pixel_grad_norm(img, question, meter)
     }
 }
 

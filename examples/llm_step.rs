@@ -1,0 +1,90 @@
+//! Times one prefill and one decode step of a LLaVA checkpoint's language model on the CPU,
+//! the two building blocks of every ViCrop answer. `tools/bench_cpu.py` runs it next to the
+//! same steps in PyTorch.
+//!
+//! ```sh
+//! RAYON_NUM_THREADS=2 cargo run --release --example llm_step -- MODEL_DIR [POSITIONS] [REPEATS] [DTYPE]
+//! ```
+//!
+//! Prints one JSON object: the best of `REPEATS` (default 3) for a prefill of `POSITIONS`
+//! (default 600) random embeddings into an empty cache, final norm and next-token logits of the
+//! last position included, and for one decode step after it (one new position, logits
+//! included). `DTYPE` is `f32` (default), `f16` or `bf16`. Model loading is excluded.
+
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+use burn::tensor::{DType, Distribution, Tensor};
+use vicrop::models::{backend::Cpu, LlavaModel, LoadOptions};
+
+fn main() -> Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let dir = args
+        .first()
+        .context("usage: llm_step MODEL_DIR [POSITIONS] [REPEATS] [DTYPE]")?;
+    let positions: usize = args
+        .get(1)
+        .map_or(Ok(600), |s| s.parse())
+        .context("POSITIONS")?;
+    let repeats: usize = args
+        .get(2)
+        .map_or(Ok(3), |s| s.parse())
+        .context("REPEATS")?;
+    let dtype = match args.get(3).map(String::as_str).unwrap_or("f32") {
+        "f32" => DType::F32,
+        "f16" => DType::F16,
+        "bf16" => DType::BF16,
+        other => bail!("DTYPE must be f32, f16 or bf16, not {other}"),
+    };
+    if positions == 0 || repeats == 0 {
+        bail!("POSITIONS and REPEATS must be at least 1");
+    }
+    let device = Default::default();
+    let t0 = Instant::now();
+    let model = LlavaModel::<Cpu>::load(dir.as_ref(), &device, LoadOptions::with_dtype(dtype))?;
+    let load_s = t0.elapsed().as_secs_f64();
+    let llm = model.net().llm();
+    let d = llm.config().hidden_size;
+    let x = Tensor::<Cpu, 3>::random([1, positions, d], Distribution::Normal(0.0, 0.02), &device)
+        .cast(dtype);
+    let step =
+        Tensor::<Cpu, 3>::random([1, 1, d], Distribution::Normal(0.0, 0.02), &device).cast(dtype);
+
+    let mut prefill = f64::INFINITY;
+    let mut decode = f64::INFINITY;
+    // Round 0 warms up allocations and thread pools and is not counted.
+    for round in 0..=repeats {
+        let mut cache = llm.new_cache();
+        let t = Instant::now();
+        let out = llm.forward(x.clone(), &mut cache, None)?;
+        let hidden = out
+            .hidden
+            .context("the forward returned no hidden states")?;
+        let _ = llm.top_log_prob(hidden.narrow(0, positions - 1, 1))?;
+        let p = t.elapsed().as_secs_f64();
+        let t = Instant::now();
+        let out = llm.forward(step.clone(), &mut cache, None)?;
+        let hidden = out
+            .hidden
+            .context("the forward returned no hidden states")?;
+        let _ = llm.top_log_prob(hidden)?;
+        let s = t.elapsed().as_secs_f64();
+        if round > 0 {
+            prefill = prefill.min(p);
+            decode = decode.min(s);
+        }
+    }
+    println!(
+        "{}",
+        serde_json::json!({
+            "backend": vicrop::models::backend::CPU_BACKEND,
+            "dtype": format!("{dtype:?}").to_lowercase(),
+            "positions": positions,
+            "layers": llm.num_layers(),
+            "load_s": load_s,
+            "prefill_ms": prefill * 1e3,
+            "decode_ms": decode * 1e3,
+        })
+    );
+    Ok(())
+}
