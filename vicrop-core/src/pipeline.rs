@@ -499,18 +499,14 @@ impl<M: AttentionSource + GradientSource> ViCrop<M> {
         // pure-grad's question gradient runs the whole prompt through the model; a model may
         // keep that forward's image prefix for the plain answer, so the map goes first there.
         // (rel-att goes the other way: the plain answer's prefill hands out the map's row.)
-        let map_first = q.method == Method::PureGrad;
-        let mut early_map = None;
-        if map_first {
-            early_map = Some(self.map_metered(
-                prepared,
-                map_question,
-                q.method,
-                layers,
-                q.high_res,
-                &mut meter,
-            )?);
-        }
+        let map_of = |prepared: &mut PreparedImage<M>, meter: &mut Meter| {
+            self.map_metered(prepared, map_question, q.method, layers, q.high_res, meter)
+        };
+        let early_map = if q.method == Method::PureGrad {
+            Some(map_of(prepared, &mut meter)?)
+        } else {
+            None
+        };
         let (answer, signal) = self
             .model
             .answer(
@@ -531,14 +527,7 @@ impl<M: AttentionSource + GradientSource> ViCrop<M> {
         }
         let (map, tiles) = match early_map {
             Some(done) => done,
-            None => self.map_metered(
-                prepared,
-                map_question,
-                q.method,
-                layers,
-                q.high_res,
-                &mut meter,
-            )?,
+            None => map_of(prepared, &mut meter)?,
         };
         let img = self.model.image(&prepared.whole.state);
         let bbox = self.selector.select(&map, img.dimensions());

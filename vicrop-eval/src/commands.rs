@@ -38,12 +38,12 @@ pub fn spinner(message: &str) -> indicatif::ProgressBar {
 }
 
 /// Loads the model folder `dir` on backend `B` with a byte progress bar on stderr (hidden when
-/// stderr is not a terminal). Returns the model and the load time in seconds.
+/// stderr is not a terminal).
 pub fn load_with_bar<B: Backend>(
     dir: &std::path::Path,
     device: &B::Device,
     dtype: DType,
-) -> Result<(AnyModel<B>, f64)> {
+) -> Result<AnyModel<B>> {
     let bar = indicatif::ProgressBar::with_draw_target(
         None,
         indicatif::ProgressDrawTarget::stderr_with_hz(4),
@@ -64,11 +64,10 @@ pub fn load_with_bar<B: Backend>(
             progress_bar.set_position(done);
         })),
     };
-    let t0 = std::time::Instant::now();
     let model = AnyModel::<B>::load(dir, device, options)
         .with_context(|| format!("loading the model from {}", dir.display()));
     bar.finish_and_clear();
-    Ok((model?, t0.elapsed().as_secs_f64()))
+    model
 }
 
 /// Resolves `--model` and loads it on backend `B` (the family named by its `config.json`),
@@ -79,7 +78,7 @@ fn load_model<B: Backend>(
     dtype: DType,
 ) -> Result<(AnyModel<B>, indicatif::ProgressBar)> {
     let dir = resolve_model_dir(model)?;
-    let (model, _) = load_with_bar::<B>(&dir, device, dtype)?;
+    let model = load_with_bar::<B>(&dir, device, dtype)?;
     let bar = spinner("working");
     Ok((model, bar))
 }

@@ -68,23 +68,28 @@ impl Shard {
     }
 }
 
-/// Writes the transpose of the row-major `[rows, cols]` matrix `src` (elements of `E` bytes)
-/// into `dst` as `[cols, rows]`, in cache-sized tiles (a 7B checkpoint transposes about 6
+/// Visits every element of a row-major `[rows, cols]` matrix as `(index in it, index in its
+/// `[cols, rows]` transpose)`, in cache-sized tiles (a 7B checkpoint transposes about 6
 /// billion elements at load time).
-fn transpose_into<const E: usize>(src: &[u8], dst: &mut [u8], rows: usize, cols: usize) {
+fn for_each_transposed(rows: usize, cols: usize, mut visit: impl FnMut(usize, usize)) {
     const TILE: usize = 32;
     for r0 in (0..rows).step_by(TILE) {
         for c0 in (0..cols).step_by(TILE) {
             for r in r0..(r0 + TILE).min(rows) {
                 for c in c0..(c0 + TILE).min(cols) {
-                    let from = (r * cols + c) * E;
-                    let to = (c * rows + r) * E;
-                    let elem: [u8; E] = src[from..from + E].try_into().unwrap_or([0; E]);
-                    dst[to..to + E].copy_from_slice(&elem);
+                    visit(r * cols + c, c * rows + r);
                 }
             }
         }
     }
+}
+
+/// Writes the transpose of the row-major `[rows, cols]` matrix `src` (elements of `E` bytes)
+/// into `dst` as `[cols, rows]`.
+fn transpose_into<const E: usize>(src: &[u8], dst: &mut [u8], rows: usize, cols: usize) {
+    for_each_transposed(rows, cols, |from, to| {
+        dst[to * E..(to + 1) * E].copy_from_slice(&src[from * E..(from + 1) * E]);
+    });
 }
 
 /// A little-endian bf16 element as f32 (exact).
@@ -98,7 +103,7 @@ fn f16_le(b: &[u8]) -> f32 {
 }
 
 /// The transpose of the row-major `[rows, cols]` matrix `src` (elements of `size` bytes, read
-/// by `widen`) as f32 `[cols, rows]`, in cache-sized tiles.
+/// by `widen`) as f32 `[cols, rows]`.
 fn transpose_widen(
     src: &[u8],
     size: usize,
@@ -106,18 +111,10 @@ fn transpose_widen(
     cols: usize,
     widen: impl Fn(&[u8]) -> f32,
 ) -> Vec<f32> {
-    const TILE: usize = 32;
     let mut dst = vec![0f32; rows * cols];
-    for r0 in (0..rows).step_by(TILE) {
-        for c0 in (0..cols).step_by(TILE) {
-            for r in r0..(r0 + TILE).min(rows) {
-                for c in c0..(c0 + TILE).min(cols) {
-                    let from = (r * cols + c) * size;
-                    dst[c * rows + r] = widen(&src[from..from + size]);
-                }
-            }
-        }
-    }
+    for_each_transposed(rows, cols, |from, to| {
+        dst[to] = widen(&src[from * size..(from + 1) * size]);
+    });
     dst
 }
 

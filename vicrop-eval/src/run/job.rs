@@ -128,7 +128,7 @@ impl BackendJob for RunRequest {
 
     fn run<B: Backend>(&self, device: &B::Device) -> anyhow::Result<RunSummary> {
         let (spec, dataset, dir, _) = self.plan()?;
-        let (model, _) = crate::commands::load_with_bar::<B>(&dir, device, self.dtype)
+        let model = crate::commands::load_with_bar::<B>(&dir, device, self.dtype)
             .map_err(|e| RunError::Model(format!("{e:#}")))?;
         let options = self.options();
         // `run` logs the warnings (torn lines, differing paths) itself.

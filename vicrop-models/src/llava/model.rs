@@ -23,8 +23,7 @@ pub use crate::llama::argmax_host;
 use crate::llama::{KvCache, Llama, Probe};
 use crate::nn::{activate, Linear, LoadCtx};
 use crate::tokenizer::{expand_image_tags, llava_prompt, Tokenizer};
-use crate::weights::Checkpoint;
-use crate::weights::LoadProgress;
+use crate::weights::{Checkpoint, LoadProgress};
 
 /// The multi-modal projector: `linear_2(act(linear_1(x)))`.
 #[derive(Module, Debug)]
@@ -206,7 +205,7 @@ pub struct Answer {
 #[derive(Clone)]
 pub struct LoadOptions {
     /// Compute dtype of weights and activations: F32 (the default), or BF16 / F16 to halve
-    /// the memory (on the CPU F16 is the faster of the two; softmax and maps stay F32).
+    /// the memory (on the CPU both run slower than F32; softmax and maps stay F32).
     pub dtype: DType,
     /// Called after each tensor is read (bytes so far, bytes in all), e.g. for a progress bar.
     pub progress: Option<LoadProgress>,
