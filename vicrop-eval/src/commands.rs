@@ -9,15 +9,16 @@ use vicrop_core::{
     load_image, AdaptiveWindow, AttentionSource, CropBox, CropSelector, GradientSource, LoadLimits,
     MapPlacement, SaliencyMap,
 };
-use vicrop_models::{
-    hub::resolve_model_dir, Answer, AnyModel, InstructBlipVicrop, LlavaVicrop, LoadOptions,
-};
+use vicrop_models::hub::{resolve_or_download, DownloadProgress, HubOptions, ProgressFn};
+use vicrop_models::{Answer, AnyModel, InstructBlipVicrop, LlavaVicrop, LoadOptions};
 
 /// Inputs of `vicrop answer`.
 #[derive(Debug, Clone)]
 pub struct AnswerRequest {
-    /// `--model`: folder or cached hub id.
+    /// `--model`: folder or hub id.
     pub model: String,
+    /// Where a hub id is looked for and downloaded from (`--offline`, `--revision`).
+    pub hub: HubOptions,
     /// `--image`.
     pub image: PathBuf,
     /// `--question`.
@@ -70,14 +71,58 @@ pub fn load_with_bar<B: Backend>(
     model
 }
 
-/// Resolves `--model` and loads it on backend `B` (the family named by its `config.json`),
-/// with a spinner that stays up for the caller's next step.
+/// Hub options for `--model` from the environment (`HF_ENDPOINT`, `HF_TOKEN`,
+/// `HF_HUB_OFFLINE`, the cache variables), `--offline` and `--revision`, drawing one progress
+/// bar per downloaded file on stderr (hidden when stderr is not a terminal).
+pub fn hub_options(offline: bool, revision: Option<&str>) -> HubOptions {
+    let mut options = HubOptions::from_env();
+    options.offline |= offline;
+    if let Some(revision) = revision {
+        options.revision = revision.to_string();
+    }
+    options.progress = Some(download_bars());
+    options
+}
+
+/// A progress callback that draws a byte bar per file, in the style of [`load_with_bar`].
+fn download_bars() -> std::sync::Arc<ProgressFn> {
+    use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+    let multi = MultiProgress::with_draw_target(ProgressDrawTarget::stderr_with_hz(4));
+    let style = ProgressStyle::with_template(
+        "{msg} [{bar:30}] {binary_bytes}/{binary_total_bytes} ({binary_bytes_per_sec}, {eta})",
+    )
+    .unwrap_or_else(|_| ProgressStyle::default_bar())
+    .progress_chars("=> ");
+    let bars: std::sync::Mutex<std::collections::HashMap<String, ProgressBar>> =
+        std::sync::Mutex::default();
+    std::sync::Arc::new(move |p: &DownloadProgress<'_>| {
+        let Ok(mut bars) = bars.lock() else {
+            return;
+        };
+        let bar = bars.entry(p.file.to_string()).or_insert_with(|| {
+            let bar = multi.add(ProgressBar::new(p.total));
+            bar.set_style(style.clone());
+            bar.set_message(format!("downloading {}", p.file));
+            bar
+        });
+        bar.set_length(p.total);
+        bar.set_position(p.done);
+        if p.done >= p.total && !bar.is_finished() {
+            bar.finish();
+        }
+    })
+}
+
+/// Resolves `--model` (downloading a hub id that is not in the cache, unless offline) and
+/// loads it on backend `B` (the family named by its `config.json`), with a spinner that stays
+/// up for the caller's next step.
 fn load_model<B: Backend>(
     model: &str,
+    hub: &HubOptions,
     device: &B::Device,
     dtype: DType,
 ) -> Result<(AnyModel<B>, indicatif::ProgressBar)> {
-    let dir = resolve_model_dir(model)?;
+    let dir = resolve_or_download(model, hub)?;
     let model = load_with_bar::<B>(&dir, device, dtype)?;
     let bar = spinner("working");
     Ok((model, bar))
@@ -89,7 +134,7 @@ pub fn answer_on<B: Backend>(req: &AnswerRequest, device: &B::Device) -> Result<
         bail!("--question is empty");
     }
     let image = load_image(&req.image, &LoadLimits::default())?;
-    let (model, bar) = load_model::<B>(&req.model, device, req.dtype)?;
+    let (model, bar) = load_model::<B>(&req.model, &req.hub, device, req.dtype)?;
     bar.set_message("answering");
     let answer = model.answer(&[&image], &req.question, req.max_new_tokens)?;
     bar.finish_and_clear();
@@ -103,6 +148,8 @@ pub enum DeviceKind {
     Cpu,
     /// burn-cuda on GPU 0.
     Cuda,
+    /// burn-wgpu on the default adapter (Vulkan, Metal or DirectX 12).
+    Wgpu,
 }
 
 /// A command that can run on any backend.
@@ -132,6 +179,8 @@ impl BackendJob for CropRequest {
 pub struct ScenesRequest {
     /// `--model`.
     pub model: String,
+    /// Where a hub id is looked for and downloaded from (`--offline`, `--revision`).
+    pub hub: HubOptions,
     /// `--set`: a folder with `items.jsonl`, or the file.
     pub set: PathBuf,
     /// `--limit`.
@@ -161,7 +210,7 @@ impl BackendJob for ScenesRequest {
             None => None,
         };
         let sink = file.as_mut().map(|f| f as &mut dyn std::io::Write);
-        let (model, bar) = load_model::<B>(&self.model, device, self.dtype)?;
+        let (model, bar) = load_model::<B>(&self.model, &self.hub, device, self.dtype)?;
         bar.finish_and_clear();
         match model {
             AnyModel::Llava(m) => self.evaluate(LlavaVicrop::new(*m), &set, sink),
@@ -200,22 +249,51 @@ pub fn run_on<J: BackendJob>(kind: DeviceKind, job: &J) -> Result<J::Output> {
         ),
         #[cfg(feature = "cuda")]
         DeviceKind::Cuda => {
-            check_cuda()?;
-            job.run::<vicrop_models::backend::Gpu>(&Default::default())
+            log_kernel_cache();
+            let device = Default::default();
+            probe_device::<vicrop_models::backend::Gpu>(&device, "--device cuda: CUDA GPU 0")?;
+            job.run::<vicrop_models::backend::Gpu>(&device)
         }
         #[cfg(not(feature = "cuda"))]
         DeviceKind::Cuda => bail!(
             "--device cuda: this vicrop was built without CUDA support; rebuild with `cargo build --release --features cuda`"
         ),
+        #[cfg(feature = "wgpu")]
+        DeviceKind::Wgpu => {
+            log_kernel_cache();
+            let device = Default::default();
+            probe_device::<vicrop_models::backend::Wgpu>(
+                &device,
+                "--device wgpu: no usable GPU adapter (Vulkan, Metal or DirectX 12)",
+            )?;
+            job.run::<vicrop_models::backend::Wgpu>(&device)
+        }
+        #[cfg(not(feature = "wgpu"))]
+        DeviceKind::Wgpu => bail!(
+            "--device wgpu: this vicrop was built without wgpu support; rebuild with `cargo build --release --features wgpu`"
+        ),
     }
 }
 
-/// Checks that CUDA GPU 0 can run a kernel, turning the backend's panic (no driver, no
-/// device) into an error.
-#[cfg(feature = "cuda")]
-pub fn check_cuda() -> Result<()> {
+/// Puts the GPU kernel caches in vicrop's folder (see [`vicrop_models::kernel_cache`]) and
+/// says where.
+#[cfg(any(feature = "cuda", feature = "wgpu"))]
+fn log_kernel_cache() {
+    use vicrop_models::kernel_cache::{configure, KernelCache};
+    match configure(None) {
+        KernelCache::Dir(dir) => tracing::info!("GPU kernel cache: {}", dir.display()),
+        KernelCache::CubeclFile(file) => {
+            tracing::info!("GPU kernel cache: as {} says", file.display())
+        }
+        KernelCache::CubeclDefault => tracing::info!("GPU kernel cache: cubecl's default"),
+    }
+}
+
+/// Checks that `device` can run a kernel, turning the backend's panic (no driver, no device,
+/// no adapter) into an error that starts with `what`.
+#[cfg(any(feature = "cuda", feature = "wgpu"))]
+pub fn probe_device<B: Backend>(device: &B::Device, what: &str) -> Result<()> {
     use std::sync::{Arc, Mutex};
-    use vicrop_models::backend::Gpu;
     let first: Arc<Mutex<Option<String>>> = Arc::default();
     let seen = first.clone();
     let previous = std::panic::take_hook();
@@ -231,10 +309,9 @@ pub fn check_cuda() -> Result<()> {
             *slot = Some(msg);
         }
     }));
-    let probe = std::panic::catch_unwind(|| {
-        let device = Default::default();
-        burn::tensor::Tensor::<Gpu, 1>::zeros([1], &device).into_data()
-    });
+    let probe = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        burn::tensor::Tensor::<B, 1>::zeros([1], device).into_data()
+    }));
     std::panic::set_hook(previous);
     match probe {
         Ok(_) => Ok(()),
@@ -245,7 +322,7 @@ pub fn check_cuda() -> Result<()> {
                 .take()
                 .unwrap_or_else(|| "unknown error".into());
             let short: String = msg.chars().take(300).collect();
-            bail!("--device cuda: CUDA GPU 0 is not usable: {short}")
+            bail!("{what} is not usable: {short}")
         }
     }
 }
@@ -255,6 +332,8 @@ pub fn check_cuda() -> Result<()> {
 pub struct CropRequest {
     /// `--model`.
     pub model: String,
+    /// Where a hub id is looked for and downloaded from (`--offline`, `--revision`).
+    pub hub: HubOptions,
     /// `--image`.
     pub image: PathBuf,
     /// `--question`.
@@ -345,7 +424,7 @@ pub fn crop_on<B: Backend>(req: &CropRequest, device: &B::Device) -> Result<(Out
     }
     let image = load_image(&req.image, &LoadLimits::default())?;
     let started = std::time::Instant::now();
-    let (model, bar) = load_model::<B>(&req.model, device, req.dtype)?;
+    let (model, bar) = load_model::<B>(&req.model, &req.hub, device, req.dtype)?;
     let load_s = started.elapsed().as_secs_f64();
     let (outcome, run_s) = match model {
         AnyModel::Llava(m) => {

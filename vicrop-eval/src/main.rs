@@ -82,9 +82,12 @@ struct EvalScoreArgs {
 
 #[derive(Debug, clap::Args)]
 struct EvalRunArgs {
-    /// Model folder or cached hub id (LLaVA-1.5 or InstructBLIP, told by its config.json).
+    /// Model folder, or a hub id (LLaVA-1.5 or InstructBLIP, told by its config.json),
+    /// downloaded into the Hugging Face cache if not there.
     #[arg(long)]
     model: String,
+    #[command(flatten)]
+    hub: HubArgs,
     /// Task, for the dataset's native format and the scoring: textvqa, vqav2, gqa, aokvqa,
     /// docvqa, pope, vstar.
     #[arg(long)]
@@ -150,9 +153,11 @@ struct EvalMergeArgs {
 
 #[derive(Debug, clap::Args)]
 struct ScenesArgs {
-    /// Model folder or cached hub id.
+    /// Model folder, or a hub id downloaded into the Hugging Face cache if not there.
     #[arg(long, required_unless_present = "report")]
     model: Option<String>,
+    #[command(flatten)]
+    hub: HubArgs,
     /// The set: a folder holding items.jsonl, or the items.jsonl file.
     #[arg(long, required_unless_present = "report")]
     set: Option<PathBuf>,
@@ -263,6 +268,9 @@ enum Device {
     Cpu,
     /// burn-cuda on GPU 0 (needs a build with `--features cuda`).
     Cuda,
+    /// burn-wgpu on the default GPU adapter: Vulkan, Metal or DirectX 12 (needs a build with
+    /// `--features wgpu`; f32 or f16).
+    Wgpu,
 }
 
 /// Compute dtype.
@@ -282,7 +290,7 @@ struct RunArgs {
     /// Where to run.
     #[arg(long, value_enum, default_value_t = Device::Cpu)]
     device: Device,
-    /// Compute dtype (default: f32 on CPU, bf16 on CUDA).
+    /// Compute dtype (default: f32 on the CPU and wgpu, bf16 on CUDA).
     #[arg(long, value_enum)]
     dtype: Option<Dtype>,
 }
@@ -294,13 +302,34 @@ impl RunArgs {
     }
 }
 
+/// Where a hub `--model` comes from.
+#[derive(Debug, clap::Args)]
+struct HubArgs {
+    /// Never download: a hub `--model` must already be in the local Hugging Face cache (as
+    /// with HF_HUB_OFFLINE=1).
+    #[arg(long)]
+    offline: bool,
+    /// Branch, tag or commit of a hub `--model` (default: main; ignored for a folder).
+    #[arg(long, value_name = "REV")]
+    revision: Option<String>,
+}
+
+impl HubArgs {
+    /// The hub options: the environment, then these flags.
+    fn options(&self) -> vicrop_models::hub::HubOptions {
+        commands::hub_options(self.offline, self.revision.as_deref())
+    }
+}
+
 /// Flags shared by the commands that run a model.
 #[derive(Debug, clap::Args)]
 struct ModelArgs {
     /// Model folder (as `save_pretrained` writes it, or a hub snapshot folder), or a hub id
-    /// such as `llava-hf/llava-1.5-7b-hf` already in the local Hugging Face cache.
+    /// such as `llava-hf/llava-1.5-7b-hf`, downloaded into the Hugging Face cache if not there.
     #[arg(long)]
     model: String,
+    #[command(flatten)]
+    hub: HubArgs,
     /// Image file (PNG, JPEG, GIF, BMP, WebP, TIFF).
     #[arg(long)]
     image: PathBuf,
@@ -322,6 +351,7 @@ impl Device {
         match self {
             Device::Cpu => commands::DeviceKind::Cpu,
             Device::Cuda => commands::DeviceKind::Cuda,
+            Device::Wgpu => commands::DeviceKind::Wgpu,
         }
     }
 }
@@ -410,6 +440,7 @@ fn eval_run(args: EvalRunArgs) -> Result<()> {
     let dtype = args.run.dtype()?;
     let request = RunRequest {
         model: args.model,
+        hub: args.hub.options(),
         task,
         format,
         data: args.data,
@@ -502,6 +533,7 @@ fn scenes(args: ScenesArgs) -> Result<()> {
     }
     let request = commands::ScenesRequest {
         model,
+        hub: args.hub.options(),
         set,
         limit: args.limit,
         shard,
@@ -531,6 +563,11 @@ fn dtype_for(device: Device, dtype: Option<Dtype>) -> Result<burn::tensor::DType
         (Device::Cuda, None | Some(Dtype::Bf16)) => DType::BF16,
         (Device::Cuda, Some(Dtype::F16)) => DType::F16,
         (Device::Cuda, Some(Dtype::F32)) => DType::F32,
+        (Device::Wgpu, None | Some(Dtype::F32)) => DType::F32,
+        (Device::Wgpu, Some(Dtype::F16)) => DType::F16,
+        (Device::Wgpu, Some(Dtype::Bf16)) => {
+            bail!("--dtype bf16: wgpu has no bfloat16 (WGSL and Vulkan shaders lack it); use --dtype f16 or f32 with --device wgpu, or --device cuda for bf16")
+        }
     })
 }
 
@@ -538,6 +575,7 @@ fn answer(args: AnswerArgs) -> Result<()> {
     let dtype = args.common.run.dtype()?;
     let request = commands::AnswerRequest {
         model: args.common.model,
+        hub: args.common.hub.options(),
         image: args.common.image,
         question: args.common.question,
         max_new_tokens: args.common.max_new_tokens,
@@ -561,6 +599,7 @@ fn crop(args: CropArgs) -> Result<()> {
     let dtype = args.common.run.dtype()?;
     let request = commands::CropRequest {
         model: args.common.model,
+        hub: args.common.hub.options(),
         image: args.common.image,
         question: args.common.question,
         short_question: args.short_question,

@@ -121,12 +121,36 @@ fn hub_id_from_the_local_cache() {
         String::from_utf8_lossy(&out.stderr)
     );
 
-    let out = Command::new(env!("CARGO_BIN_EXE_vicrop"))
-        .env("HF_HOME", home.path())
-        .args(answer_args("tiny-org/not-there", s(&image), "What?"))
-        .output()
-        .expect("run");
-    assert_clean_failure(&out, "local Hugging Face cache");
+    // Not cached and downloads off (the variable, then the flag): no network, a clear error
+    // naming the cache folder looked in.
+    let not_cached = |offline_var: Option<&str>, flag: bool| {
+        let mut args = answer_args("tiny-org/not-there", s(&image), "What?");
+        if flag {
+            args.push("--offline");
+        }
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_vicrop"));
+        cmd.env("HF_HOME", home.path())
+            .env_remove("HF_HUB_CACHE")
+            .env_remove("HUGGINGFACE_HUB_CACHE")
+            .env_remove("HF_HUB_OFFLINE")
+            // Nothing listens there: a request would fail, not reach the network.
+            .env("HF_ENDPOINT", "http://127.0.0.1:9");
+        if let Some(v) = offline_var {
+            cmd.env("HF_HUB_OFFLINE", v);
+        }
+        cmd.args(args).output().expect("run")
+    };
+    for out in [not_cached(Some("1"), false), not_cached(None, true)] {
+        assert_clean_failure(&out, "not in the local Hugging Face cache");
+        assert_clean_failure(&out, "models--tiny-org--not-there");
+    }
+
+    // Online, the download is attempted (and here fails cleanly: nothing listens).
+    let out = not_cached(None, false);
+    assert_clean_failure(
+        &out,
+        "cannot reach http://127.0.0.1:9/api/models/tiny-org/not-there",
+    );
 }
 
 #[test]
@@ -194,6 +218,28 @@ fn cuda_without_cuda_support() {
     args.extend(["--device", "cuda"]);
     let out = vicrop(&args);
     assert_clean_failure(&out, "without CUDA");
+}
+
+#[cfg(not(feature = "wgpu"))]
+#[test]
+fn wgpu_without_wgpu_support() {
+    let model = fixture("llava-tiny-b");
+    let image = fixture("images/small.png");
+    let mut args = answer_args(s(&model), s(&image), "What?");
+    args.extend(["--device", "wgpu"]);
+    let out = vicrop(&args);
+    assert_clean_failure(&out, "without wgpu");
+}
+
+/// wgpu has no bfloat16; the refusal names the alternatives, whatever the build.
+#[test]
+fn bf16_refused_on_wgpu() {
+    let model = fixture("llava-tiny-b");
+    let image = fixture("images/small.png");
+    let mut args = answer_args(s(&model), s(&image), "What?");
+    args.extend(["--device", "wgpu", "--dtype", "bf16"]);
+    let out = vicrop(&args);
+    assert_clean_failure(&out, "no bfloat16");
 }
 
 /// Only burn-flex stores half precision on the CPU; a burn-ndarray build refuses it clearly.

@@ -36,3 +36,12 @@ pub type Gpu = burn::backend::Cuda<f32, i32>;
 /// The CUDA device.
 #[cfg(feature = "cuda")]
 pub type GpuDevice = burn::backend::cuda::CudaDevice;
+
+/// The wgpu backend (burn-wgpu): Vulkan on Linux and Windows, Metal on macOS. f32 and f16;
+/// wgpu has no bf16.
+#[cfg(feature = "wgpu")]
+pub type Wgpu = burn::backend::Wgpu<f32, i32>;
+
+/// The wgpu device.
+#[cfg(feature = "wgpu")]
+pub type WgpuDevice = burn::backend::wgpu::WgpuDevice;

@@ -19,6 +19,8 @@ pub mod config;
 pub mod error;
 pub mod hub;
 pub mod instructblip;
+#[cfg(any(feature = "cuda", feature = "wgpu"))]
+pub mod kernel_cache;
 pub mod kernels;
 pub mod llama;
 pub mod llava;

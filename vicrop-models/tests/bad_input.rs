@@ -5,12 +5,12 @@ mod common;
 use std::collections::HashMap;
 use std::path::Path;
 
+use common::TestBackend as B;
 use common::{copy_fixture, fixture};
-use vicrop_models::backend::Cpu;
 use vicrop_models::{LlavaModel, LoadOptions, ModelError};
 
-fn load(dir: &Path) -> Result<LlavaModel<Cpu>, ModelError> {
-    LlavaModel::<Cpu>::load(dir, &Default::default(), LoadOptions::default())
+fn load(dir: &Path) -> Result<LlavaModel<B>, ModelError> {
+    LlavaModel::<B>::load(dir, &Default::default(), LoadOptions::default())
 }
 
 fn edit_config(dir: &Path, edit: impl FnOnce(&mut serde_json::Value)) {

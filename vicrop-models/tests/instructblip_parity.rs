@@ -13,9 +13,9 @@ mod common;
 use std::collections::HashMap;
 
 use burn::tensor::Tensor;
+use common::TestBackend as B;
 use common::{copy_fixture, fixture, max_abs_diff, read_goldens, Golden};
 use vicrop_core::{load_image, LoadLimits};
-use vicrop_models::backend::Cpu;
 use vicrop_models::instructblip::{AttentionSignals, InstructBlipModel, SignalProbe};
 use vicrop_models::llama::Probe;
 use vicrop_models::qformer::CrossProbe;
@@ -23,7 +23,7 @@ use vicrop_models::{LoadOptions, ModelError};
 
 const TOL: f32 = 1e-4;
 
-fn to_vec<const D: usize>(t: Tensor<Cpu, D>) -> Vec<f32> {
+fn to_vec<const D: usize>(t: Tensor<B, D>) -> Vec<f32> {
     t.into_data().to_vec::<f32>().expect("f32 data")
 }
 
@@ -74,12 +74,12 @@ fn ids(v: &serde_json::Value) -> Vec<u32> {
         .collect()
 }
 
-fn load(name: &str) -> InstructBlipModel<Cpu> {
-    InstructBlipModel::<Cpu>::load(&fixture(name), &Default::default(), LoadOptions::default())
+fn load(name: &str) -> InstructBlipModel<B> {
+    InstructBlipModel::<B>::load(&fixture(name), &Default::default(), LoadOptions::default())
         .expect("model loads")
 }
 
-fn check_tokenizers(name: &str, model: &InstructBlipModel<Cpu>, meta: &serde_json::Value) {
+fn check_tokenizers(name: &str, model: &InstructBlipModel<B>, meta: &serde_json::Value) {
     for case in meta["llm_tokenizer"]["encode"].as_array().expect("encode") {
         let text = case["text"].as_str().expect("text");
         assert_eq!(
@@ -111,7 +111,7 @@ fn check_tokenizers(name: &str, model: &InstructBlipModel<Cpu>, meta: &serde_jso
     }
 }
 
-fn check_images(name: &str, model: &InstructBlipModel<Cpu>, meta: &serde_json::Value) {
+fn check_images(name: &str, model: &InstructBlipModel<B>, meta: &serde_json::Value) {
     let goldens = read_goldens(&fixture(&format!("goldens/{name}.safetensors")));
     let proc = model.processor();
     let mut n = 0;
@@ -403,8 +403,8 @@ fn counts_for_cost_accounting() {
 
 // ---- bad input
 
-fn load_dir(dir: &std::path::Path) -> Result<InstructBlipModel<Cpu>, ModelError> {
-    InstructBlipModel::<Cpu>::load(dir, &Default::default(), LoadOptions::default())
+fn load_dir(dir: &std::path::Path) -> Result<InstructBlipModel<B>, ModelError> {
+    InstructBlipModel::<B>::load(dir, &Default::default(), LoadOptions::default())
 }
 
 #[test]

@@ -8,15 +8,15 @@
 mod common;
 
 use burn::tensor::Tensor;
+use common::TestBackend as B;
 use common::{fixture, max_abs_diff, read_goldens, Golden};
 use vicrop_core::{load_image, LoadLimits};
-use vicrop_models::backend::Cpu;
 use vicrop_models::llama::Probe;
 use vicrop_models::{LlavaModel, LoadOptions};
 
 const TOL: f32 = 1e-4;
 
-fn to_vec<const D: usize>(t: Tensor<Cpu, D>) -> Vec<f32> {
+fn to_vec<const D: usize>(t: Tensor<B, D>) -> Vec<f32> {
     t.into_data().to_vec::<f32>().expect("f32 data")
 }
 
@@ -52,9 +52,8 @@ fn check_config(name: &str) {
         &std::fs::read_to_string(fixture(&format!("goldens/{name}.json"))).expect("json"),
     )
     .expect("json");
-    let model =
-        LlavaModel::<Cpu>::load(&fixture(name), &Default::default(), LoadOptions::default())
-            .expect("model loads");
+    let model = LlavaModel::<B>::load(&fixture(name), &Default::default(), LoadOptions::default())
+        .expect("model loads");
     let proc = model.processor();
 
     // Image processor, every image: the resized uint8 pixels and the normalised f32 values

@@ -7,10 +7,10 @@
 mod common;
 
 use common::fixture;
+use common::TestBackend as B;
 use vicrop_core::{
     load_image, AttentionSource, GradientSource, LoadLimits, Method, Question, ViCrop,
 };
-use vicrop_models::backend::Cpu;
 use vicrop_models::{InstructBlipModel, InstructBlipVicrop, LlavaModel, LlavaVicrop, LoadOptions};
 
 const REL_TOL: f64 = 1e-4;
@@ -173,8 +173,8 @@ where
 }
 
 /// The LLaVA fixture checkpoint `name`, on the CPU.
-fn llava(name: &str) -> LlavaModel<Cpu> {
-    LlavaModel::<Cpu>::load(&fixture(name), &Default::default(), LoadOptions::default())
+fn llava(name: &str) -> LlavaModel<B> {
+    LlavaModel::<B>::load(&fixture(name), &Default::default(), LoadOptions::default())
         .expect("model")
 }
 
@@ -234,7 +234,7 @@ fn demo_answers_match_transformers() {
 #[test]
 fn instructblip_vicrop_matches_the_transformers_pipeline() {
     check_goldens("goldens/vicrop-instructblip.json", |name| {
-        let model = InstructBlipModel::<Cpu>::load(
+        let model = InstructBlipModel::<B>::load(
             &fixture(name),
             &Default::default(),
             LoadOptions::default(),

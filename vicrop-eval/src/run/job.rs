@@ -5,7 +5,8 @@ use std::path::PathBuf;
 
 use burn::tensor::{backend::Backend, DType};
 use vicrop_core::MapPlacement;
-use vicrop_models::{hub::resolve_model_dir, AnyModel, InstructBlipVicrop, LlavaVicrop};
+use vicrop_models::hub::{resolve_or_download, HubOptions};
+use vicrop_models::{AnyModel, InstructBlipVicrop, LlavaVicrop};
 
 use super::{check_folder, run, RunError, RunMethod, RunOptions, RunSpec, RunSummary, Shard};
 use crate::commands::BackendJob;
@@ -15,8 +16,10 @@ use crate::score::Task;
 /// Inputs of `vicrop eval run`.
 #[derive(Debug, Clone)]
 pub struct RunRequest {
-    /// `--model`: folder or cached hub id.
+    /// `--model`: folder or hub id.
     pub model: String,
+    /// Where a hub id is looked for and downloaded from (`--offline`, `--revision`).
+    pub hub: HubOptions,
     /// `--task`.
     pub task: Task,
     /// `--format`; `None`: the task's native format.
@@ -86,7 +89,8 @@ impl RunRequest {
                 boxes: self.boxes.clone(),
             },
         )?;
-        let dir = resolve_model_dir(&self.model).map_err(|e| RunError::Model(e.to_string()))?;
+        let dir = resolve_or_download(&self.model, &self.hub)
+            .map_err(|e| RunError::Model(e.to_string()))?;
         let mut spec = RunSpec::new(
             &self.model,
             &dir,

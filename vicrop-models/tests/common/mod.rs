@@ -5,11 +5,34 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-/// `tests/fixtures/<rel>` at the workspace root.
+/// The backend the model tests run on: the CPU backend of the build (burn-flex, or
+/// burn-ndarray without `flex`), or burn-wgpu in a build with `wgpu` and no CPU backend
+/// (`cargo test -p vicrop-models --no-default-features --features wgpu`; CI runs it on Mesa's
+/// lavapipe, a software Vulkan driver).
+#[cfg(any(feature = "flex", feature = "ndarray"))]
+pub type TestBackend = vicrop_models::backend::Cpu;
+
+/// The backend the model tests run on (see the CPU variant).
+#[cfg(all(feature = "wgpu", not(any(feature = "flex", feature = "ndarray"))))]
+pub type TestBackend = vicrop_models::backend::Wgpu;
+
+/// The backend the model tests run on: burn-cuda in a build with `cuda` alone
+/// (`tools/gpu_check.sh` runs these binaries on a GPU machine).
+#[cfg(all(
+    feature = "cuda",
+    not(any(feature = "flex", feature = "ndarray", feature = "wgpu"))
+))]
+pub type TestBackend = vicrop_models::backend::Gpu;
+
+/// `tests/fixtures/<rel>` at the workspace root, or under `$VICROP_FIXTURES` when set (test
+/// binaries built on one machine and run on another, as `tools/gpu_check.sh` does).
 pub fn fixture(rel: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../tests/fixtures")
-        .join(rel)
+    match std::env::var_os("VICROP_FIXTURES") {
+        Some(root) => PathBuf::from(root).join(rel),
+        None => Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../tests/fixtures")
+            .join(rel),
+    }
 }
 
 /// Copies a fixture folder into a fresh temporary folder (for tests that damage it).

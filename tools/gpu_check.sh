@@ -1,0 +1,146 @@
+#!/usr/bin/env bash
+# The CUDA check, in one command on a machine with an NVIDIA GPU (no Rust needed there):
+#
+#   bash tools/gpu_check.sh [DIR]        from the repository root; DIR defaults to gpu-check/
+#
+# DIR is what tools/gpu_build.sh made elsewhere (bundle.tar.xz, and cubecl-cache/ from earlier
+# runs). Results go to $OUT (default DIR/out): summary.md, every command's output, and
+# cubecl-cache.tgz, the kernel cache to unpack into DIR for the next run.
+#
+#   1. The parity tests through burn-cuda in f32: the same cases, goldens and tolerances as on
+#      the CPU.
+#   2. Half precision on the bundled models: `vicrop crop` in f32, f16 and bf16 for the three
+#      methods; the largest map difference against f32 and whether boxes and greedy tokens agree.
+#   3. A random-weight LLaVA-1.5-7B-shaped checkpoint built on the spot (tools/gpu_check.py,
+#      from the committed tools/llava-7b-manifest.json), then `vicrop crop` in bf16 for the
+#      three methods: load and run times, and peak GPU memory.
+#
+# Needs python3 with torch and safetensors (for step 3), nvidia-smi, and CUDA's libraries under
+# $CUDA_PATH (default /usr/local/cuda). Each step has a time limit; the whole is meant to finish in
+# under 8 minutes on an H100/H200 with a cold kernel cache.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+DIR=$(realpath -m "${1:-gpu-check}")
+OUT=${OUT:-$DIR/out}
+
+export CUDA_PATH=${CUDA_PATH:-/usr/local/cuda}
+export LD_LIBRARY_PATH=$CUDA_PATH/lib64${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
+export VICROP_FIXTURES=$ROOT/tests/fixtures
+export VICROP_KERNEL_CACHE=$DIR/cubecl-cache
+export RUST_LOG=${RUST_LOG:-warn}
+
+if [ -f "$DIR/bundle.tar.xz" ]; then
+    tar -C "$DIR" -xJf "$DIR/bundle.tar.xz"
+fi
+for f in vicrop llava_parity vicrop_parity instructblip_parity; do
+    if [ ! -x "$DIR/$f" ]; then
+        echo "gpu_check: $DIR/$f is missing; build the folder with tools/gpu_build.sh" >&2
+        exit 2
+    fi
+done
+mkdir -p "$OUT" "$DIR/cubecl-cache"
+SUMMARY=$OUT/summary.md
+: > "$SUMMARY"
+say() { echo "$*" | tee -a "$SUMMARY"; }
+START=$(date +%s)
+elapsed() { echo "$(( $(date +%s) - START )) s"; }
+# The test binaries read cubecl's own configuration file from their working directory; vicrop
+# honours it too. Both then share DIR/cubecl-cache.
+cat > "$DIR/cubecl.toml" <<EOF
+[autotune]
+cache = { file = "$DIR/cubecl-cache" }
+
+[compilation]
+cache = { file = "$DIR/cubecl-cache" }
+EOF
+VICROP=$DIR/vicrop
+
+say "# vicrop GPU check, $(date -u +%Y-%m-%dT%H:%MZ)"
+say ""
+say '```'
+nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>&1 | tee -a "$SUMMARY"
+say "kernel cache: $(du -sh "$DIR/cubecl-cache" | cut -f1) before the run"
+say '```'
+
+# ------------------------------------------------------------------ 1. parity in f32
+say ""
+say "## 1. Parity tests on burn-cuda, f32 (goldens and tolerances as on the CPU)"
+say ""
+FAILED=0
+for t in llava_parity vicrop_parity instructblip_parity; do
+    (cd "$DIR" && timeout 240 "./$t" --test-threads 4) > "$OUT/$t.txt" 2>&1
+    rc=$?
+    result=$(grep -E '^test result:' "$OUT/$t.txt" | tail -1)
+    say "- $t: ${result:-no result} (exit $rc, $(elapsed) since start)"
+    if [ $rc -ne 0 ]; then
+        FAILED=1
+        grep -E '^(---- |thread .* panicked|  left|  right)|max diff|tolerance' "$OUT/$t.txt" \
+            | head -20 | sed 's/^/    /' | tee -a "$SUMMARY"
+    fi
+done
+
+# ------------------------------------------------------------------ 2. half precision
+say ""
+say "## 2. f16 and bf16 against f32 (vicrop crop, bundled models)"
+say ""
+HALF=$OUT/half
+mkdir -p "$HALF"
+crop() { # name model image question method dtype
+    (cd "$DIR" && timeout 120 "$VICROP" crop --model "$2" --image "$3" --question "$4" \
+        --method "$5" --device cuda --dtype "$6" --max-new-tokens 8 --json) \
+        > "$HALF/$1-$6-$5.json" 2> "$HALF/$1-$6-$5.err" || echo "  failed: $1 $6 $5 (see $HALF/$1-$6-$5.err)" | tee -a "$SUMMARY"
+}
+for dtype in f32 f16 bf16; do
+    for method in rel-att grad-att pure-grad; do
+        crop demo "$VICROP_FIXTURES/llava-demo" "$VICROP_FIXTURES/scenes/images/0015.png" \
+            "What does the sign say?" "$method" "$dtype"
+    done
+    crop instructblip "$VICROP_FIXTURES/instructblip-tiny-a" "$VICROP_FIXTURES/images/chelsea.png" \
+        "What is in the image?" rel-att "$dtype"
+done
+python3 tools/gpu_check.py compare "$HALF" | tee -a "$SUMMARY"
+say ""
+say "($(elapsed) since start)"
+
+# ------------------------------------------------------------------ 3. 7B-shaped, bf16
+say ""
+say "## 3. LLaVA-1.5-7B-shaped checkpoint (random weights), bf16"
+say ""
+MODEL=${GPU_CHECK_MODEL_DIR:-/tmp/vicrop-llava-7b}
+if [ ! -f "$MODEL/model.safetensors.index.json" ]; then
+    timeout 300 python3 tools/gpu_check.py make-model tools/llava-7b-manifest.json "$MODEL" --layers 32 \
+        > "$OUT/make-model.txt" 2>&1 || say "building the checkpoint failed: $(tail -3 "$OUT/make-model.txt")"
+fi
+say "$(tail -1 "$OUT/make-model.txt" 2>/dev/null) ($(elapsed) since start)"
+say ""
+say "| method | load s | run s | peak GPU memory MiB | answer tokens | box |"
+say "|---|---:|---:|---:|---|---|"
+for method in rel-att grad-att pure-grad; do
+    nvidia-smi --query-gpu=memory.used --format=csv,noheader,nounits -lms 200 > "$OUT/7b-$method.mem" 2>/dev/null &
+    SMI=$!
+    (cd "$DIR" && timeout 180 "$VICROP" crop --model "$MODEL" --image "$VICROP_FIXTURES/images/chelsea.png" \
+        --question "What is the animal in the image?" --method "$method" --device cuda --dtype bf16 \
+        --max-new-tokens 10 --json) > "$OUT/7b-$method.json" 2> "$OUT/7b-$method.err"
+    rc=$?
+    kill "$SMI" 2>/dev/null; wait "$SMI" 2>/dev/null
+    peak=$(sort -n "$OUT/7b-$method.mem" | tail -1)
+    row=$(python3 -c '
+import json, sys
+try:
+    d = json.load(open(sys.argv[1]))
+    t = d["timing"]
+    print(f"{t[\"load_s\"]:.1f} | {t[\"run_s\"]:.1f} | {sys.argv[2]} | {len(d[\"answer_token_ids\"])}+{len(d[\"crop_answer_token_ids\"])} | {d[\"bbox\"]}")
+except Exception as e:
+    print(f"failed (exit {sys.argv[3]}) | | {sys.argv[2]} | | ")
+' "$OUT/7b-$method.json" "${peak:-?}" "$rc")
+    say "| $method | $row |"
+done
+say ""
+say "($(elapsed) since start)"
+
+# ------------------------------------------------------------------ the kernel cache, brought back
+tar -C "$DIR" -czf "$OUT/cubecl-cache.tgz" cubecl-cache
+say "kernel cache: $(du -sh "$DIR/cubecl-cache" | cut -f1) after the run, in $OUT/cubecl-cache.tgz"
+say "total: $(elapsed)"
+exit $FAILED
