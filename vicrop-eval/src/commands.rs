@@ -38,6 +38,15 @@ pub fn spinner(message: &str) -> indicatif::ProgressBar {
     bar
 }
 
+/// The style of the byte progress bars (loading, downloading).
+fn byte_style() -> indicatif::ProgressStyle {
+    indicatif::ProgressStyle::with_template(
+        "{msg} [{bar:30}] {binary_bytes}/{binary_total_bytes} ({binary_bytes_per_sec}, {eta})",
+    )
+    .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+    .progress_chars("=> ")
+}
+
 /// Loads the model folder `dir` on backend `B` with a byte progress bar on stderr (hidden when
 /// stderr is not a terminal).
 pub fn load_with_bar<B: Backend>(
@@ -49,13 +58,7 @@ pub fn load_with_bar<B: Backend>(
         None,
         indicatif::ProgressDrawTarget::stderr_with_hz(4),
     );
-    bar.set_style(
-        indicatif::ProgressStyle::with_template(
-            "{msg} [{bar:30}] {binary_bytes}/{binary_total_bytes} ({binary_bytes_per_sec}, {eta})",
-        )
-        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
-        .progress_chars("=> "),
-    );
+    bar.set_style(byte_style());
     bar.set_message(format!("loading {}", dir.display()));
     let progress_bar = bar.clone();
     let options = LoadOptions {
@@ -84,15 +87,11 @@ pub fn hub_options(offline: bool, revision: Option<&str>) -> HubOptions {
     options
 }
 
-/// A progress callback that draws a byte bar per file, in the style of [`load_with_bar`].
+/// A progress callback that draws a byte bar per file.
 fn download_bars() -> std::sync::Arc<ProgressFn> {
-    use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+    use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget};
     let multi = MultiProgress::with_draw_target(ProgressDrawTarget::stderr_with_hz(4));
-    let style = ProgressStyle::with_template(
-        "{msg} [{bar:30}] {binary_bytes}/{binary_total_bytes} ({binary_bytes_per_sec}, {eta})",
-    )
-    .unwrap_or_else(|_| ProgressStyle::default_bar())
-    .progress_chars("=> ");
+    let style = byte_style();
     let bars: std::sync::Mutex<std::collections::HashMap<String, ProgressBar>> =
         std::sync::Mutex::default();
     std::sync::Arc::new(move |p: &DownloadProgress<'_>| {
@@ -249,30 +248,32 @@ pub fn run_on<J: BackendJob>(kind: DeviceKind, job: &J) -> Result<J::Output> {
         ),
         #[cfg(feature = "cuda")]
         DeviceKind::Cuda => {
-            log_kernel_cache();
-            let device = Default::default();
-            probe_device::<vicrop_models::backend::Gpu>(&device, "--device cuda: CUDA GPU 0")?;
-            job.run::<vicrop_models::backend::Gpu>(&device)
+            run_on_gpu::<vicrop_models::backend::Gpu, J>(job, "--device cuda: CUDA GPU 0")
         }
         #[cfg(not(feature = "cuda"))]
         DeviceKind::Cuda => bail!(
             "--device cuda: this vicrop was built without CUDA support; rebuild with `cargo build --release --features cuda`"
         ),
         #[cfg(feature = "wgpu")]
-        DeviceKind::Wgpu => {
-            log_kernel_cache();
-            let device = Default::default();
-            probe_device::<vicrop_models::backend::Wgpu>(
-                &device,
-                "--device wgpu: no usable GPU adapter (Vulkan, Metal or DirectX 12)",
-            )?;
-            job.run::<vicrop_models::backend::Wgpu>(&device)
-        }
+        DeviceKind::Wgpu => run_on_gpu::<vicrop_models::backend::Wgpu, J>(
+            job,
+            "--device wgpu: no usable GPU adapter (Vulkan, Metal or DirectX 12)",
+        ),
         #[cfg(not(feature = "wgpu"))]
         DeviceKind::Wgpu => bail!(
             "--device wgpu: this vicrop was built without wgpu support; rebuild with `cargo build --release --features wgpu`"
         ),
     }
+}
+
+/// Runs `job` on GPU backend `B`'s default device, once the kernel caches are placed and the
+/// device has run a first kernel (`what` starts the error when it cannot).
+#[cfg(any(feature = "cuda", feature = "wgpu"))]
+fn run_on_gpu<B: Backend, J: BackendJob>(job: &J, what: &str) -> Result<J::Output> {
+    log_kernel_cache();
+    let device = Default::default();
+    probe_device::<B>(&device, what)?;
+    job.run::<B>(&device)
 }
 
 /// Puts the GPU kernel caches in vicrop's folder (see [`vicrop_models::kernel_cache`]) and
