@@ -6,8 +6,7 @@
 #
 # DEST/bundle.tar.xz holds, stripped and compressed (the whole folder stays well under 64 MiB):
 #   vicrop                               the CLI, burn-cuda only
-#   llava_parity, vicrop_parity,
-#   instructblip_parity                  the parity test binaries, on burn-cuda
+#   suites                               the model test binary (the parity suites), on burn-cuda
 # and DEST/cubecl-cache/ (compiled kernels, autotune results) is kept from an earlier run: unpack
 # the `cubecl-cache.tgz` that gpu_check.sh brings back into DEST before carrying it again.
 #
@@ -25,9 +24,9 @@ echo "== vicrop (--features $FEATURES)"
 cargo build --release -p vicrop-eval --no-default-features --features "$FEATURES"
 cp target/release/vicrop "$STAGE/vicrop"
 
-echo "== parity test binaries (--features $FEATURES)"
+echo "== the model suites' test binary (--features $FEATURES)"
 cargo test --release -p vicrop-models --no-default-features --features "$FEATURES" \
-    --test llava_parity --test vicrop_parity --test instructblip_parity --no-run \
+    --test suites --no-run \
     --message-format=json \
   | python3 -c '
 import json, sys
@@ -37,10 +36,10 @@ for line in sys.stdin:
         print(msg["target"]["name"], msg["executable"])
 ' | while read -r name exe; do cp "$exe" "$STAGE/$name"; done
 
-for f in vicrop llava_parity vicrop_parity instructblip_parity; do
+for f in vicrop suites; do
     [ -x "$STAGE/$f" ] || { echo "missing $f" >&2; exit 1; }
     strip "$STAGE/$f"
 done
-tar -C "$STAGE" -cJf "$DEST/bundle.tar.xz" vicrop llava_parity vicrop_parity instructblip_parity
+tar -C "$STAGE" -cJf "$DEST/bundle.tar.xz" vicrop suites
 echo "$DEST: $(du -sh "$DEST" | cut -f1) (bundle $(du -h "$DEST/bundle.tar.xz" | cut -f1))"
 echo "Run on the GPU machine, from the repository root: bash tools/gpu_check.sh $DEST"

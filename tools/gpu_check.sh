@@ -33,7 +33,7 @@ export RUST_LOG=${RUST_LOG:-warn}
 if [ -f "$DIR/bundle.tar.xz" ]; then
     tar -C "$DIR" -xJf "$DIR/bundle.tar.xz"
 fi
-for f in vicrop llava_parity vicrop_parity instructblip_parity; do
+for f in vicrop suites; do
     if [ ! -x "$DIR/$f" ]; then
         echo "gpu_check: $DIR/$f is missing; build the folder with tools/gpu_build.sh" >&2
         exit 2
@@ -69,7 +69,7 @@ say "## 1. Parity tests on burn-cuda, f32 (goldens and tolerances as on the CPU)
 say ""
 FAILED=0
 for t in llava_parity vicrop_parity instructblip_parity; do
-    (cd "$DIR" && timeout 240 "./$t" --test-threads 4) > "$OUT/$t.txt" 2>&1
+    (cd "$DIR" && timeout 240 ./suites --test-threads 4 "$t::") > "$OUT/$t.txt" 2>&1
     rc=$?
     result=$(grep -E '^test result:' "$OUT/$t.txt" | tail -1)
     say "- $t: ${result:-no result} (exit $rc, $(elapsed) since start)"

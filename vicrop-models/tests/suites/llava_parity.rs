@@ -5,11 +5,9 @@
 //! identical; vision features, projector outputs, hidden states, logits and attention rows
 //! within 1e-4 absolute (f32 arithmetic in a different order).
 
-mod common;
-
+use crate::common::TestBackend as B;
+use crate::common::{fixture, max_abs_diff, read_goldens, Golden};
 use burn::tensor::Tensor;
-use common::TestBackend as B;
-use common::{fixture, max_abs_diff, read_goldens, Golden};
 use vicrop_core::{load_image, LoadLimits};
 use vicrop_models::llama::Probe;
 use vicrop_models::{LlavaModel, LoadOptions};

@@ -8,13 +8,11 @@
 //! absolute. The attention signals (with and without gradients) are checked against the
 //! ViCrop goldens' maps (`goldens/vicrop-instructblip.json`).
 
-mod common;
-
 use std::collections::HashMap;
 
+use crate::common::TestBackend as B;
+use crate::common::{copy_fixture, fixture, max_abs_diff, read_goldens, Golden};
 use burn::tensor::Tensor;
-use common::TestBackend as B;
-use common::{copy_fixture, fixture, max_abs_diff, read_goldens, Golden};
 use vicrop_core::{load_image, LoadLimits};
 use vicrop_models::instructblip::{AttentionSignals, InstructBlipModel, SignalProbe};
 use vicrop_models::llama::Probe;

@@ -1,4 +1,4 @@
-//! Shared helpers for the model tests: fixture paths and golden files.
+//! Shared helpers for the model suites: the backend under test, fixture paths, golden files.
 
 #![allow(dead_code)]
 
@@ -7,8 +7,8 @@ use std::path::{Path, PathBuf};
 
 /// The backend the model tests run on: the CPU backend of the build (burn-flex, or
 /// burn-ndarray without `flex`), or burn-wgpu in a build with `wgpu` and no CPU backend
-/// (`cargo test -p vicrop-models --no-default-features --features wgpu`; CI runs it on Mesa's
-/// lavapipe, a software Vulkan driver).
+/// (`cargo test -p vicrop-models --no-default-features --features wgpu --test suites`; CI runs
+/// it on Mesa's lavapipe, a software Vulkan driver).
 #[cfg(any(feature = "flex", feature = "ndarray"))]
 pub type TestBackend = vicrop_models::backend::Cpu;
 
@@ -17,7 +17,7 @@ pub type TestBackend = vicrop_models::backend::Cpu;
 pub type TestBackend = vicrop_models::backend::Wgpu;
 
 /// The backend the model tests run on: burn-cuda in a build with `cuda` alone
-/// (`tools/gpu_check.sh` runs these binaries on a GPU machine).
+/// (`tools/gpu_check.sh` runs this binary on a GPU machine).
 #[cfg(all(
     feature = "cuda",
     not(any(feature = "flex", feature = "ndarray", feature = "wgpu"))

@@ -1,12 +1,10 @@
 //! Every kind of bad checkpoint gives one clear, typed error naming the culprit; never a panic.
 
-mod common;
-
 use std::collections::HashMap;
 use std::path::Path;
 
-use common::TestBackend as B;
-use common::{copy_fixture, fixture};
+use crate::common::TestBackend as B;
+use crate::common::{copy_fixture, fixture};
 use vicrop_models::{LlavaModel, LoadOptions, ModelError};
 
 fn load(dir: &Path) -> Result<LlavaModel<B>, ModelError> {
