@@ -5,6 +5,9 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
+use burn::tensor::Tensor;
+use vicrop_core::{load_image, LoadLimits};
+
 /// The backend the model tests run on: the CPU backend of the build (burn-flex, or
 /// burn-ndarray without `flex`), or burn-wgpu in a build with `wgpu` and no CPU backend
 /// (`cargo test -p vicrop-models --no-default-features --features wgpu --test suites`; CI runs
@@ -101,4 +104,94 @@ pub fn max_abs_diff(ours: &[f32], reference: &[f32]) -> (f32, f32) {
         mag = mag.max(b.abs());
     }
     (diff, mag)
+}
+
+/// The golden generator's `PORTRAIT_BOX` (left, top, right, bottom) as `(x, y, width, height)`.
+const PORTRAIT_BOX: (u32, u32, u32, u32) = (135, 0, 180, 300);
+
+/// A fixture image: `images/<stem>.png`, a path under tests/fixtures (`scenes/images/0000`), or
+/// one built the same way by the golden generators: `chelsea_crop` the 200x200 crop of chelsea at
+/// (50, 80), `chelsea_pair` chelsea beside its mirror image (902x300), `chelsea_portrait` a
+/// 180x300 crop of chelsea, `chelsea_tower` that crop above its upside-down copy (180x600).
+pub fn image(stem: &str) -> image::RgbImage {
+    if stem.contains('/') {
+        // a path under tests/fixtures, such as the demo scenes' "scenes/images/0000"
+        return load_image(&fixture(&format!("{stem}.png")), &LoadLimits::default())
+            .expect("image");
+    }
+    if stem == "chelsea_crop" {
+        return image::imageops::crop_imm(&image("chelsea"), 50, 80, 200, 200).to_image();
+    }
+    if stem == "chelsea_portrait" {
+        let (x, y, w, h) = PORTRAIT_BOX;
+        return image::imageops::crop_imm(&image("chelsea"), x, y, w, h).to_image();
+    }
+    if stem == "chelsea_tower" {
+        let top = image("chelsea_portrait");
+        let mut tower = image::RgbImage::new(top.width(), 2 * top.height());
+        image::imageops::replace(&mut tower, &top, 0, 0);
+        image::imageops::replace(
+            &mut tower,
+            &image::imageops::flip_vertical(&top),
+            0,
+            i64::from(top.height()),
+        );
+        return tower;
+    }
+    if stem == "chelsea_pair" {
+        let left = image("chelsea");
+        let mut pair = image::RgbImage::new(2 * left.width(), left.height());
+        image::imageops::replace(&mut pair, &left, 0, 0);
+        image::imageops::replace(
+            &mut pair,
+            &image::imageops::flip_horizontal(&left),
+            i64::from(left.width()),
+            0,
+        );
+        return pair;
+    }
+    load_image(
+        &fixture(&format!("images/{stem}.png")),
+        &LoadLimits::default(),
+    )
+    .expect("image")
+}
+
+/// Token ids from a golden JSON array.
+pub fn ids(v: &serde_json::Value) -> Vec<u32> {
+    v.as_array()
+        .expect("ids")
+        .iter()
+        .map(|i| i.as_u64().expect("id") as u32)
+        .collect()
+}
+
+/// A tensor's values as f32.
+pub fn to_vec<const D: usize>(t: Tensor<TestBackend, D>) -> Vec<f32> {
+    t.into_data().to_vec::<f32>().expect("f32 data")
+}
+
+/// The resized uint8 pixels and the normalised f32 pixel values (little-endian bytes) hash to the
+/// SHA-256 digests of transformers' output in `info` (`resized_u8_sha256`,
+/// `pixel_values_sha256`): bit-identical preprocessing.
+pub fn check_pixel_digests(label: &str, resized: &[u8], values: &[f32], info: &serde_json::Value) {
+    assert_eq!(
+        sha256(resized),
+        info["resized_u8_sha256"].as_str().expect("digest"),
+        "{label}: resized uint8 pixels differ from transformers'"
+    );
+    let bytes: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+    assert_eq!(
+        sha256(&bytes),
+        info["pixel_values_sha256"].as_str().expect("digest"),
+        "{label}: pixel values differ from transformers'"
+    );
+}
+
+fn sha256(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }

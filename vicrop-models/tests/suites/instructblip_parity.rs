@@ -11,48 +11,16 @@
 use std::collections::HashMap;
 
 use crate::common::TestBackend as B;
-use crate::common::{copy_fixture, fixture, max_abs_diff, read_goldens, Golden};
-use burn::tensor::Tensor;
-use vicrop_core::{load_image, LoadLimits};
+use crate::common::{
+    check_pixel_digests, copy_fixture, fixture, ids, image, max_abs_diff, read_goldens, to_vec,
+    Golden,
+};
 use vicrop_models::instructblip::{AttentionSignals, InstructBlipModel, SignalProbe};
 use vicrop_models::llama::Probe;
 use vicrop_models::qformer::CrossProbe;
 use vicrop_models::{LoadOptions, ModelError};
 
 const TOL: f32 = 1e-4;
-
-fn to_vec<const D: usize>(t: Tensor<B, D>) -> Vec<f32> {
-    t.into_data().to_vec::<f32>().expect("f32 data")
-}
-
-fn image(stem: &str) -> image::RgbImage {
-    if stem == "chelsea_crop" {
-        let full = image("chelsea");
-        return image::imageops::crop_imm(&full, 50, 80, 200, 200).to_image();
-    }
-    if stem == "chelsea_pair" {
-        // chelsea beside its mirror image (tools/gen_vicrop_goldens.py).
-        let left = image("chelsea");
-        let mut pair = image::RgbImage::new(2 * left.width(), left.height());
-        image::imageops::replace(&mut pair, &left, 0, 0);
-        let mirrored = image::imageops::flip_horizontal(&left);
-        image::imageops::replace(&mut pair, &mirrored, i64::from(left.width()), 0);
-        return pair;
-    }
-    load_image(
-        &fixture(&format!("images/{stem}.png")),
-        &LoadLimits::default(),
-    )
-    .expect("image")
-}
-
-fn sha256(bytes: &[u8]) -> String {
-    use sha2::Digest;
-    sha2::Sha256::digest(bytes)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
-}
 
 fn close(what: &str, ours: &[f32], golden: &[f32]) {
     let (diff, mag) = max_abs_diff(ours, golden);
@@ -62,14 +30,6 @@ fn close(what: &str, ours: &[f32], golden: &[f32]) {
 
 fn json(rel: &str) -> serde_json::Value {
     serde_json::from_str(&std::fs::read_to_string(fixture(rel)).expect("read")).expect("json")
-}
-
-fn ids(v: &serde_json::Value) -> Vec<u32> {
-    v.as_array()
-        .expect("ids")
-        .iter()
-        .map(|i| i.as_u64().expect("id") as u32)
-        .collect()
 }
 
 fn load(name: &str) -> InstructBlipModel<B> {
@@ -124,18 +84,8 @@ fn check_images(name: &str, model: &InstructBlipModel<B>, meta: &serde_json::Val
             );
             assert!(ours.as_raw() == &g.u8, "{name} {stem}: uint8 pixels differ");
         }
-        assert_eq!(
-            sha256(ours.as_raw()),
-            info["resized_u8_sha256"].as_str().expect("digest"),
-            "{name} {stem}: resized uint8 pixels differ from transformers'"
-        );
         let (values, _) = proc.preprocess(&img);
-        let bytes: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
-        assert_eq!(
-            sha256(&bytes),
-            info["pixel_values_sha256"].as_str().expect("digest"),
-            "{name} {stem}: pixel values differ from transformers'"
-        );
+        check_pixel_digests(&format!("{name} {stem}"), ours.as_raw(), &values, info);
         n += 1;
     }
     assert!(n >= 8, "{name}: only {n} images checked");

@@ -6,37 +6,13 @@
 //! within 1e-4 absolute (f32 arithmetic in a different order).
 
 use crate::common::TestBackend as B;
-use crate::common::{fixture, max_abs_diff, read_goldens, Golden};
-use burn::tensor::Tensor;
-use vicrop_core::{load_image, LoadLimits};
+use crate::common::{
+    check_pixel_digests, fixture, ids, image, max_abs_diff, read_goldens, to_vec, Golden,
+};
 use vicrop_models::llama::Probe;
 use vicrop_models::{LlavaModel, LoadOptions};
 
 const TOL: f32 = 1e-4;
-
-fn to_vec<const D: usize>(t: Tensor<B, D>) -> Vec<f32> {
-    t.into_data().to_vec::<f32>().expect("f32 data")
-}
-
-fn image(stem: &str) -> image::RgbImage {
-    if stem == "chelsea_crop" {
-        let full = image("chelsea");
-        return image::imageops::crop_imm(&full, 50, 80, 200, 200).to_image();
-    }
-    load_image(
-        &fixture(&format!("images/{stem}.png")),
-        &LoadLimits::default(),
-    )
-    .expect("image")
-}
-
-fn sha256(bytes: &[u8]) -> String {
-    use sha2::Digest;
-    sha2::Sha256::digest(bytes)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
-}
 
 fn close(what: &str, ours: &[f32], golden: &Golden) {
     let (diff, mag) = max_abs_diff(ours, &golden.f32);
@@ -78,18 +54,8 @@ fn check_config(name: &str) {
                 "{name} {stem}: {mismatches} uint8 values differ"
             );
         }
-        assert_eq!(
-            sha256(ours.as_raw()),
-            info["resized_u8_sha256"].as_str().expect("digest"),
-            "{name} {stem}: resized uint8 pixels differ from transformers'"
-        );
         let (values, _) = proc.preprocess(&img);
-        let bytes: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
-        assert_eq!(
-            sha256(&bytes),
-            info["pixel_values_sha256"].as_str().expect("digest"),
-            "{name} {stem}: pixel values differ from transformers'"
-        );
+        check_pixel_digests(&format!("{name} {stem}"), ours.as_raw(), &values, info);
         n_images += 1;
     }
     assert!(n_images >= 8, "{name}: only {n_images} images checked");
@@ -222,13 +188,6 @@ fn full_vocabulary_tokenizer() {
         &std::fs::read_to_string(fixture("goldens/tokenizer.json")).expect("read"),
     )
     .expect("json");
-    let ids = |v: &serde_json::Value| -> Vec<u32> {
-        v.as_array()
-            .expect("ids")
-            .iter()
-            .map(|i| i.as_u64().expect("id") as u32)
-            .collect()
-    };
     for case in golden["encode"].as_array().expect("encode") {
         let text = case["text"].as_str().expect("text");
         assert_eq!(

@@ -4,69 +4,14 @@
 //! answers; for rel-att, grad-att and pure-grad, a non-square image, portrait images
 //! (pure-grad) and high-resolution tiling.
 
-use crate::common::fixture;
 use crate::common::TestBackend as B;
+use crate::common::{fixture, ids, image};
 use vicrop_core::{
     load_image, AttentionSource, GradientSource, LoadLimits, Method, Question, ViCrop,
 };
 use vicrop_models::{InstructBlipModel, InstructBlipVicrop, LlavaModel, LlavaVicrop, LoadOptions};
 
 const REL_TOL: f64 = 1e-4;
-
-/// The golden generator's `PORTRAIT_BOX` (left, top, right, bottom) as `(x, y, width, height)`.
-const PORTRAIT_BOX: (u32, u32, u32, u32) = (135, 0, 180, 300);
-
-/// A fixture image; built the same way by the golden generator: `chelsea_pair` is chelsea beside
-/// its mirror image (902x300), `chelsea_portrait` a 180x300 crop of chelsea, `chelsea_tower`
-/// that crop above its upside-down copy (180x600).
-fn load(stem: &str) -> image::RgbImage {
-    if stem.contains('/') {
-        // a path under tests/fixtures, such as the demo scenes' "scenes/images/0000"
-        return load_image(&fixture(&format!("{stem}.png")), &LoadLimits::default())
-            .expect("image");
-    }
-    if stem == "chelsea_portrait" {
-        let (x, y, w, h) = PORTRAIT_BOX;
-        return image::imageops::crop_imm(&load("chelsea"), x, y, w, h).to_image();
-    }
-    if stem == "chelsea_tower" {
-        let top = load("chelsea_portrait");
-        let mut tower = image::RgbImage::new(top.width(), 2 * top.height());
-        image::imageops::replace(&mut tower, &top, 0, 0);
-        image::imageops::replace(
-            &mut tower,
-            &image::imageops::flip_vertical(&top),
-            0,
-            i64::from(top.height()),
-        );
-        return tower;
-    }
-    if stem == "chelsea_pair" {
-        let left = load("chelsea");
-        let mut pair = image::RgbImage::new(2 * left.width(), left.height());
-        image::imageops::replace(&mut pair, &left, 0, 0);
-        image::imageops::replace(
-            &mut pair,
-            &image::imageops::flip_horizontal(&left),
-            i64::from(left.width()),
-            0,
-        );
-        return pair;
-    }
-    load_image(
-        &fixture(&format!("images/{stem}.png")),
-        &LoadLimits::default(),
-    )
-    .expect("image")
-}
-
-fn ids(v: &serde_json::Value) -> Vec<u32> {
-    v.as_array()
-        .expect("ids")
-        .iter()
-        .map(|i| i.as_u64().expect("id") as u32)
-        .collect()
-}
 
 /// What a golden case exercises beyond the method: the three LLaVA-tiny tests below split
 /// `goldens/vicrop.json` by it, so that CI's run on lavapipe (a CPU emulating a GPU) can leave out
@@ -125,7 +70,7 @@ fn check_goldens<M: AttentionSource + GradientSource>(
             p
         });
         let stem = case["image"].as_str().expect("image");
-        let img = load(stem);
+        let img = image(stem);
         let method = Method::parse(case["method"].as_str().expect("method")).expect("method");
         let mut q = Question::new(case["question"].as_str().expect("q"), method);
         q.high_res = case["high_res"].as_bool().expect("bool");
@@ -217,25 +162,26 @@ fn llava(name: &str) -> LlavaModel<B> {
 
 const ALL_KINDS: [CaseKind; 3] = [CaseKind::Plain, CaseKind::HighRes, CaseKind::Portrait];
 
-#[test]
-fn vicrop_matches_the_transformers_pipeline() {
-    check_goldens("goldens/vicrop.json", &[CaseKind::Plain], |name| {
+/// The cases of one kind in `goldens/vicrop.json`, on the two LLaVA-tiny checkpoints.
+fn check_llava_tiny(kind: CaseKind) {
+    check_goldens("goldens/vicrop.json", &[kind], |name| {
         LlavaVicrop::new(llava(name))
     });
+}
+
+#[test]
+fn vicrop_matches_the_transformers_pipeline() {
+    check_llava_tiny(CaseKind::Plain);
 }
 
 #[test]
 fn vicrop_high_res_matches_the_transformers_pipeline() {
-    check_goldens("goldens/vicrop.json", &[CaseKind::HighRes], |name| {
-        LlavaVicrop::new(llava(name))
-    });
+    check_llava_tiny(CaseKind::HighRes);
 }
 
 #[test]
 fn vicrop_portraits_match_the_transformers_pipeline() {
-    check_goldens("goldens/vicrop.json", &[CaseKind::Portrait], |name| {
-        LlavaVicrop::new(llava(name))
-    });
+    check_llava_tiny(CaseKind::Portrait);
 }
 
 /// The trained demo checkpoint (tools/train_demo_llava.py): the same pipeline checks on scene
@@ -302,7 +248,7 @@ fn instructblip_vicrop_matches_the_transformers_pipeline() {
 #[test]
 fn a_prepared_image_serves_many_questions_with_the_same_maps() {
     let pipeline = ViCrop::new(LlavaVicrop::new(llava("llava-tiny-b")));
-    let img = load("chelsea");
+    let img = image("chelsea");
     let questions = ["What is the number on the bus?", "What color is the cat?"];
     let mut shared = pipeline.prepare(&img).expect("prepare");
     let mut costs = Vec::new();
