@@ -323,6 +323,24 @@ def print_table(header, rows, steps):
               f"{fmt(s['ratio'], '.2f')} | | | |")
 
 
+STAGES = ("vision", "prefill", "decode", "map", "box", "final_answer", "total")
+
+
+def print_stages(rows):
+    """Where vicrop's time went (`timings_ms` of its last run per method), in seconds."""
+    rows = [r for r in rows if r.get("vicrop_timings_ms")]
+    if not rows:
+        return
+    print()
+    print("vicrop by stage, seconds (`timings_ms` of `vicrop crop --json`):")
+    print()
+    print("| method | " + " | ".join(STAGES) + " |")
+    print("|---|" + "---:|" * len(STAGES))
+    for r in rows:
+        t = r["vicrop_timings_ms"]
+        print(f"| {r['method']} | " + " | ".join(f"{t.get(k, 0) / 1e3:.2f}" for k in STAGES) + " |")
+
+
 def checkpoint_shape(m):
     t, v = m.model.config.text_config, m.model.config.vision_config
     return {"llm_layers": t.num_hidden_layers, "llm_hidden": t.hidden_size, "llm_heads": t.num_attention_heads,
@@ -392,7 +410,8 @@ def main():
         print(f"{method}: vicrop ...", file=sys.stderr, flush=True)
         rust_s, rust = time_vicrop(args, args.checkpoint, method, layer)
         row = {"method": method, "reference_s": ref_s, "vicrop_s": rust_s, "ratio": ratio(ref_s, rust_s),
-               "vicrop_load_s": rust["timing"]["load_s"], "vicrop_timing": rust["timing"]}
+               "vicrop_load_s": rust["timing"]["load_s"], "vicrop_timing": rust["timing"],
+               "vicrop_timings_ms": rust.get("timings_ms")}
         row.update(compare(rust, result))
         rows.append(row)
 
@@ -415,6 +434,8 @@ def main():
               f"{date}")
     print()
     print_table(header, rows, steps)
+    print()
+    print_stages(rows)
     print()
     print(f"load (excluded above): reference {load_s:.1f} s, vicrop {rows[0]['vicrop_load_s']:.1f} s"
           + ("" if rs_step is None else f", llm_step {rs_step.get('load_s', float('nan')):.1f} s"))

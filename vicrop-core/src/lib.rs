@@ -21,9 +21,11 @@ pub use pil::{
     decode_image_bytes, load_image, resize_luma8, resize_rgb8, to_rgb8, Filter, ImageLoadError,
     LoadLimits,
 };
-pub use pipeline::{Answer, Cost, Method, Outcome, PipelineError, PreparedImage, Question, ViCrop};
+pub use pipeline::{
+    Answer, Cost, Method, Outcome, PipelineError, PreparedImage, Question, Timings, ViCrop,
+};
 pub use source::{
     AttentionRequest, AttentionSignal, AttentionSource, Depth, GradientSource, HeadRows, LayerRule,
-    MapGeometry, Meter, SignalError, VisionLanguageModel,
+    MapGeometry, Meter, SignalError, Stage, VisionLanguageModel,
 };
 pub use tiling::TileGrid;

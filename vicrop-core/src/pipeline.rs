@@ -8,6 +8,7 @@
 //! again. One prepared image serves many questions cheaply; one `ViCrop` serves many threads.
 
 use std::collections::HashMap;
+use std::time::Instant;
 
 use image::RgbImage;
 use serde::{Deserialize, Serialize};
@@ -17,7 +18,7 @@ use crate::map::SaliencyMap;
 use crate::method::{self, GENERAL_QUESTION};
 use crate::source::{
     reference_cost, AttentionRequest, AttentionSource, GradientSource, Meter, RunShape,
-    SignalError, VisionLanguageModel,
+    SignalError, Stage, VisionLanguageModel,
 };
 use crate::tiling::{crop_padded, TileGrid};
 
@@ -93,6 +94,29 @@ impl std::ops::AddAssign for Cost {
     }
 }
 
+/// Wall-clock milliseconds of one run, per stage (see [`crate::source::Stage`] for what each
+/// covers). On a GPU each lap waits for the device first, so a stage's time is its own.
+/// Stages a run skips are 0; pure-grad's map runs before the plain answer and encodes the image
+/// itself, so its `vision` is the crop's alone.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct Timings {
+    /// Vision passes of the two answers.
+    pub vision: f64,
+    /// The plain answer up to its first token.
+    pub prefill: f64,
+    /// The plain answer's further tokens.
+    pub decode: f64,
+    /// The map's own passes.
+    pub map: f64,
+    /// Box choice and crop.
+    #[serde(rename = "box")]
+    pub crop_box: f64,
+    /// The answer with the crop (after its vision pass).
+    pub final_answer: f64,
+    /// The whole run, start to end (the stages plus a little bookkeeping).
+    pub total: f64,
+}
+
 /// One question for [`ViCrop::run`].
 #[derive(Debug, Clone, PartialEq)]
 pub struct Question {
@@ -151,6 +175,8 @@ pub struct Outcome {
     pub cost: Cost,
     /// Work the reference pipeline does for the same run.
     pub reference_cost: Cost,
+    /// Where the run's wall time went.
+    pub timings: Timings,
 }
 
 /// Why a run failed.
@@ -487,6 +513,7 @@ impl<M: AttentionSource + GradientSource> ViCrop<M> {
                 self.max_new_tokens
             )));
         }
+        let started = Instant::now();
         let mut meter = self.meter();
         let mut cost = std::mem::take(&mut prepared.pending);
         let key = (layers.llm, layers.connector);
@@ -500,7 +527,11 @@ impl<M: AttentionSource + GradientSource> ViCrop<M> {
         // keep that forward's image prefix for the plain answer, so the map goes first there.
         // (rel-att goes the other way: the plain answer's prefill hands out the map's row.)
         let map_of = |prepared: &mut PreparedImage<M>, meter: &mut Meter| {
-            self.map_metered(prepared, map_question, q.method, layers, q.high_res, meter)
+            meter.scope(Some(Stage::Map));
+            let map = self.map_metered(prepared, map_question, q.method, layers, q.high_res, meter);
+            meter.lap(Stage::Map);
+            meter.scope(None);
+            map
         };
         let early_map = if q.method == Method::PureGrad {
             Some(map_of(prepared, &mut meter)?)
@@ -517,6 +548,7 @@ impl<M: AttentionSource + GradientSource> ViCrop<M> {
                 &mut meter,
             )
             .map_err(PipelineError::Model)?;
+        meter.lap(Stage::Decode);
         if let Some(signal) = signal.filter(|_| probe.is_some()) {
             let values = method::attention_map(&signal, false)?;
             prepared
@@ -533,6 +565,7 @@ impl<M: AttentionSource + GradientSource> ViCrop<M> {
         let bbox = self.selector.select(&map, img.dimensions());
         let crop = image::imageops::crop_imm(img, bbox.x0, bbox.y0, bbox.width(), bbox.height())
             .to_image();
+        meter.lap(Stage::Box);
         let crop_answer = self
             .model
             .answer_with_crop(
@@ -543,6 +576,8 @@ impl<M: AttentionSource + GradientSource> ViCrop<M> {
                 &mut meter,
             )
             .map_err(PipelineError::Model)?;
+        meter.lap(Stage::FinalAnswer);
+        let timings = meter.take_timings(started.elapsed());
         cost += meter.take();
         let reference_cost = reference_cost(&RunShape {
             method: q.method,
@@ -566,6 +601,7 @@ impl<M: AttentionSource + GradientSource> ViCrop<M> {
             crop_answer,
             cost,
             reference_cost,
+            timings,
         })
     }
 }

@@ -21,10 +21,12 @@
 //! 12 x 32 x 256 floats, 384 KiB), doubled when gradients are asked for; per gradient pass one
 //! `R x R` plane (336 x 336 floats, 441 KiB). Everything else stays on the device.
 
+use std::time::{Duration, Instant};
+
 use image::RgbImage;
 
 use crate::map::Rect;
-use crate::pipeline::{Answer, Cost};
+use crate::pipeline::{Answer, Cost, Timings};
 
 /// Values per head: `heads` blocks of `len` values each, row-major (`[heads, len]`).
 ///
@@ -201,22 +203,69 @@ impl Depth {
     }
 }
 
-/// Work counter handed to every model call: language-model positions times layers run, and
-/// images encoded. Owned by the caller, so models stay `Sync`.
+/// A stage of one run, for [`Timings`]: where [`Meter::lap`] puts the time since the last lap.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Stage {
+    /// The vision encoder's passes for the two answers: the image's (when the plain answer is
+    /// the first to need it) and the crop's.
+    Vision,
+    /// The plain answer up to its first token on the host: the image prefix and the question.
+    Prefill,
+    /// The plain answer's further tokens.
+    Decode,
+    /// Everything the map needs that the plain answer did not already compute (its own
+    /// forward and backward passes, and their vision passes in high-res and pure-grad runs).
+    Map,
+    /// Choosing the box and cutting the crop out of the image.
+    Box,
+    /// The answer with the image and the crop, the crop's vision pass excluded.
+    FinalAnswer,
+}
+
+impl Stage {
+    const ALL: [Stage; 6] = [
+        Stage::Vision,
+        Stage::Prefill,
+        Stage::Decode,
+        Stage::Map,
+        Stage::Box,
+        Stage::FinalAnswer,
+    ];
+}
+
+/// Work counter and stage clock handed to every model call: language-model positions times
+/// layers run, images encoded, and wall time per [`Stage`]. Owned by the caller, so models
+/// stay `Sync`.
+///
+/// # Timing protocol
+/// The clock starts when the meter is made. [`Meter::lap`] charges the time since the last lap
+/// to a stage. A model laps [`Stage::Vision`] right after an answer's vision pass and
+/// [`Stage::Prefill`] when a plain answer's first token reaches the host
+/// ([`Meter::lap_at`]); the pipeline laps the rest. A device backend must wait for its queue
+/// before lapping (`Backend::sync`), or the work shows up in a later stage. While a scope is
+/// set ([`Meter::scope`]), every lap goes to the scope's stage: the pipeline sets
+/// [`Stage::Map`] around the map, so a model's vision pass inside it (a high-res tile's, say)
+/// counts as map time.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Meter {
     llm_layers: u64,
     position_layers: u64,
     vision_images: u64,
+    clock: Instant,
+    scope: Option<Stage>,
+    spent: [Duration; 6],
 }
 
 impl Meter {
-    /// A meter for a language model of `llm_layers` layers.
+    /// A meter for a language model of `llm_layers` layers; its clock starts now.
     pub fn new(llm_layers: usize) -> Self {
         Self {
             llm_layers: llm_layers.max(1) as u64,
             position_layers: 0,
             vision_images: 0,
+            clock: Instant::now(),
+            scope: None,
+            spent: [Duration::ZERO; 6],
         }
     }
 
@@ -230,8 +279,28 @@ impl Meter {
         self.vision_images += images as u64;
     }
 
+    /// Charges the time since the last lap to `stage` (or to the scope's stage).
+    pub fn lap(&mut self, stage: Stage) {
+        self.lap_at(stage, Instant::now());
+    }
+
+    /// Charges the time from the last lap to `at` to `stage` (or to the scope's stage), and
+    /// restarts the clock at `at`. An `at` before the last lap charges nothing.
+    pub fn lap_at(&mut self, stage: Stage, at: Instant) {
+        let stage = self.scope.unwrap_or(stage);
+        if let Some(i) = Stage::ALL.iter().position(|&s| s == stage) {
+            self.spent[i] += at.saturating_duration_since(self.clock);
+        }
+        self.clock = self.clock.max(at);
+    }
+
+    /// Sends every lap to `stage` until the scope is cleared with `None`.
+    pub fn scope(&mut self, stage: Option<Stage>) {
+        self.scope = stage;
+    }
+
     /// The work so far (a pass stopped at layer `l` of `n` counts `(l + 1) / n` of its
-    /// positions; the sum is rounded down), and resets the meter.
+    /// positions; the sum is rounded down), and resets the work counters.
     pub fn take(&mut self) -> Cost {
         let cost = Cost {
             llm_positions: self.position_layers / self.llm_layers,
@@ -240,6 +309,23 @@ impl Meter {
         self.position_layers = 0;
         self.vision_images = 0;
         cost
+    }
+
+    /// The time charged to each stage so far, with `total` as given, and resets the stage
+    /// times (the clock runs on).
+    pub fn take_timings(&mut self, total: Duration) -> Timings {
+        let ms = |d: Duration| d.as_secs_f64() * 1e3;
+        let [vision, prefill, decode, map, crop_box, final_answer] = self.spent.map(ms);
+        self.spent = [Duration::ZERO; 6];
+        Timings {
+            vision,
+            prefill,
+            decode,
+            map,
+            crop_box,
+            final_answer,
+            total: ms(total),
+        }
     }
 }
 
@@ -360,5 +446,51 @@ pub fn reference_cost(run: &RunShape) -> Cost {
     Cost {
         llm_positions: positions,
         vision_images: vision,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Laps charge the time between them to their stage, a scope takes every lap, a lap
+    /// before the clock charges nothing, and taking the timings resets them.
+    #[test]
+    fn laps_charge_stages_and_scopes() {
+        let mut m = Meter::new(4);
+        let t0 = m.clock;
+        let at = |ms: u64| t0 + Duration::from_millis(ms);
+        m.lap_at(Stage::Vision, at(10));
+        m.lap_at(Stage::Prefill, at(25));
+        m.scope(Some(Stage::Map));
+        m.lap_at(Stage::Vision, at(30));
+        m.lap_at(Stage::Decode, at(37));
+        m.scope(None);
+        m.lap_at(Stage::Decode, at(40));
+        m.lap_at(Stage::Box, at(20)); // before the clock: nothing
+        m.lap_at(Stage::FinalAnswer, at(41));
+        let t = m.take_timings(Duration::from_millis(50));
+        let expect = Timings {
+            vision: 10.0,
+            prefill: 15.0,
+            decode: 3.0,
+            map: 12.0,
+            crop_box: 0.0,
+            final_answer: 1.0,
+            total: 50.0,
+        };
+        let close = |a: f64, b: f64| (a - b).abs() < 1e-9;
+        let pairs = [
+            (t.vision, expect.vision),
+            (t.prefill, expect.prefill),
+            (t.decode, expect.decode),
+            (t.map, expect.map),
+            (t.crop_box, expect.crop_box),
+            (t.final_answer, expect.final_answer),
+            (t.total, expect.total),
+        ];
+        assert!(pairs.iter().all(|&(a, b)| close(a, b)), "{t:?}");
+        let again = m.take_timings(Duration::ZERO);
+        assert_eq!(again, Timings::default());
     }
 }

@@ -388,6 +388,7 @@ pub fn outcome_json(o: &Outcome, timing: Timing) -> serde_json::Value {
         "crop_answer_token_ids": o.crop_answer.token_ids,
         "cost": o.cost,
         "reference_cost": o.reference_cost,
+        "timings_ms": o.timings,
     })
 }
 

@@ -121,6 +121,9 @@ struct EvalRunArgs {
     /// Also record, per item with answer boxes, the attention ratio at every LLM layer.
     #[arg(long)]
     attention_ratio: bool,
+    /// Map methods: also record in each row the map the box was chosen from.
+    #[arg(long)]
+    save_maps: bool,
     /// Most tokens to generate per answer.
     #[arg(long, default_value_t = 20)]
     max_new_tokens: usize,
@@ -454,6 +457,7 @@ fn eval_run(args: EvalRunArgs) -> Result<()> {
             PlacementArg::MapRegion => vicrop_core::MapPlacement::MapRegion,
         }),
         attention_ratio: args.attention_ratio,
+        save_maps: args.save_maps,
         max_new_tokens: args.max_new_tokens,
         shard,
         limit: args.limit,

@@ -13,6 +13,25 @@ fn ids(v: &serde_json::Value) -> Vec<u64> {
         .collect()
 }
 
+/// `timings_ms` has every stage, none negative, and the stages add up to at most the total;
+/// every run has answers, a map and a crop, so those stages took some time.
+pub fn check_timings(t: &serde_json::Value, method: &str) {
+    let stage = |k: &str| {
+        t[k].as_f64()
+            .unwrap_or_else(|| panic!("timings_ms.{k}: {t}"))
+    };
+    let stages = ["vision", "prefill", "decode", "map", "box", "final_answer"];
+    assert!(stages.iter().all(|k| stage(k) >= 0.0), "{t}");
+    let sum: f64 = stages.iter().map(|k| stage(k)).sum();
+    assert!(sum <= stage("total") + 1e-3, "stages {sum} ms > total: {t}");
+    for k in ["prefill", "final_answer", "total"] {
+        assert!(stage(k) > 0.0, "{method}: {k} is 0: {t}");
+    }
+    if method != "rel-att" {
+        assert!(stage("map") > 0.0, "{method}: the map took no time: {t}");
+    }
+}
+
 #[test]
 fn crop_json_matches_the_goldens_and_writes_pictures() {
     let golden: serde_json::Value = serde_json::from_str(
@@ -82,6 +101,7 @@ fn crop_json_matches_the_goldens_and_writes_pictures() {
             ids(&case["crop"]["ids"])
         );
         assert_eq!(json["crop_answer"], case["crop"]["text"]);
+        check_timings(&json["timings_ms"], method);
         let rows = json["map"]["rows"].as_u64().expect("rows") as usize;
         let cols = json["map"]["cols"].as_u64().expect("cols") as usize;
         let values = json["map"]["values"].as_array().expect("values");

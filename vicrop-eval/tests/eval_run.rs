@@ -95,6 +95,7 @@ fn content(row: &Value) -> Value {
     let obj = row.as_object_mut().expect("row object");
     obj.remove("seconds");
     obj.remove("cost");
+    obj.remove("timings_ms");
     for part in ["baseline", "crop"] {
         if let Some(Value::Object(o)) = obj.get_mut(part) {
             o.remove("seconds");
@@ -663,11 +664,22 @@ fn high_res_maps_on_a_large_scene() {
     let out = scratch("high-res");
     assert_ok(&vicrop_owned(&run_args(
         &out,
-        &["--high-res", "--limit", "1"],
+        &["--high-res", "--limit", "1", "--save-maps"],
     )));
     let got = rows(&out.join("results.jsonl"));
     assert!(got[0]["error"].is_null(), "{}", got[0]);
     assert!(got[0]["crop"]["bbox"].is_array());
+    // --save-maps: the stitched map of two tile rows; the stage times are there.
+    let map = &got[0]["map"];
+    let (r, c) = (map["rows"].as_u64(), map["cols"].as_u64());
+    let values = map["values"].as_array().expect("map values");
+    assert_eq!(Some(values.len() as u64), r, "{map}");
+    assert!(values
+        .iter()
+        .all(|v| v.as_array().map(|v| v.len() as u64) == c));
+    assert!(got[0]["timings_ms"]["map"]
+        .as_f64()
+        .is_some_and(|t| t > 0.0));
     let manifest: Value =
         serde_json::from_str(&std::fs::read_to_string(out.join("manifest.json")).expect("m"))
             .expect("json");

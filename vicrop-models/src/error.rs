@@ -102,6 +102,9 @@ pub enum ModelError {
     /// A hub id could not be found in the cache or downloaded (see [`crate::hub`]).
     #[error(transparent)]
     Hub(#[from] HubError),
+    /// The compute device failed while running queued work (a GPU error, a lost device).
+    #[error("the device failed: {0}")]
+    Device(String),
 }
 
 /// What can go wrong while finding or downloading a model on the Hugging Face hub.

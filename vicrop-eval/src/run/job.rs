@@ -40,6 +40,8 @@ pub struct RunRequest {
     pub placement: Option<MapPlacement>,
     /// `--attention-ratio`.
     pub attention_ratio: bool,
+    /// `--save-maps`.
+    pub save_maps: bool,
     /// `--max-new-tokens`.
     pub max_new_tokens: usize,
     /// `--shard`.
@@ -104,11 +106,18 @@ impl RunRequest {
         spec.placement = self.placement.unwrap_or_default();
         spec.max_new_tokens = self.max_new_tokens;
         spec.attention_ratio = self.attention_ratio;
+        spec.save_maps = self.save_maps;
         spec.shards = self.shard.count;
         spec.dtype = dtype_name(self.dtype);
         if self.placement.is_some() && self.method.map_method().is_none() {
             return Err(RunError::Invalid(format!(
                 "--placement applies to the map methods (rel-att, grad-att, pure-grad), not {}",
+                self.method
+            )));
+        }
+        if self.save_maps && self.method.map_method().is_none() {
+            return Err(RunError::Invalid(format!(
+                "--save-maps applies to the map methods (rel-att, grad-att, pure-grad), not {}",
                 self.method
             )));
         }

@@ -31,7 +31,7 @@ use serde::{Deserialize, Serialize};
 use vicrop_core::pipeline::{Method, Question, ViCrop};
 use vicrop_core::{
     load_image, AdaptiveWindow, AttentionRequest, AttentionSource, CropBox, Depth, GradientSource,
-    LoadLimits, MapPlacement, Meter, PreparedImage, SaliencyMap, VisionLanguageModel,
+    LoadLimits, MapPlacement, Meter, PreparedImage, SaliencyMap, Stage, VisionLanguageModel,
 };
 
 use crate::data::{Dataset, Format, Item};
@@ -261,10 +261,13 @@ pub struct RunSpec {
     /// [`dataset_digest`] of the whole dataset (before `--limit`).
     #[serde(default)]
     pub dataset_digest: String,
+    /// Whether each row of a map method carries the map the box was chosen from.
+    #[serde(default)]
+    pub save_maps: bool,
 }
 
 /// Fields of [`RunSpec`] that must be equal to resume a folder or merge shards.
-const COMPARED: [&str; 14] = [
+const COMPARED: [&str; 15] = [
     "family",
     "checkpoint_digest",
     "task",
@@ -276,6 +279,7 @@ const COMPARED: [&str; 14] = [
     "placement",
     "max_new_tokens",
     "attention_ratio",
+    "save_maps",
     "shards",
     "dtype",
     "model_name",
@@ -348,6 +352,7 @@ impl RunSpec {
             shards: 1,
             dtype: "f32".to_string(),
             dataset_digest: dataset_digest(dataset),
+            save_maps: false,
         })
     }
 
@@ -525,6 +530,40 @@ pub struct Row {
     pub attention_ratio: Option<Vec<f64>>,
     /// Why the item failed (the run went on); `None` when it did not.
     pub error: Option<String>,
+    /// Where the item's ViCrop run spent its time (map methods and oracle: the plain answer's
+    /// stages too); `None` when it failed, and in rows written before this field existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timings_ms: Option<vicrop_core::Timings>,
+    /// The map the box was chosen from, with `--save-maps` (map methods only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub map: Option<SavedMap>,
+}
+
+/// A map as a results row keeps it: `values[row][col]`, non-finite values as `null`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SavedMap {
+    /// Rows.
+    pub rows: usize,
+    /// Columns.
+    pub cols: usize,
+    /// The values, row by row.
+    pub values: Vec<Vec<Option<f32>>>,
+}
+
+impl SavedMap {
+    /// `map`'s values.
+    pub fn new(map: &vicrop_core::SaliencyMap) -> Self {
+        let values = map
+            .to_rows()
+            .into_iter()
+            .map(|r| r.into_iter().map(|v| v.is_finite().then_some(v)).collect())
+            .collect();
+        Self {
+            rows: map.rows(),
+            cols: map.cols(),
+            values,
+        }
+    }
 }
 
 impl Row {
@@ -546,6 +585,8 @@ impl Row {
             seconds: 0.0,
             attention_ratio: None,
             error: None,
+            timings_ms: None,
+            map: None,
         }
     }
 }
@@ -795,6 +836,8 @@ struct Answers {
     baseline: AnswerRow,
     crop: Option<CropRow>,
     cost: vicrop_core::Cost,
+    timings: vicrop_core::Timings,
+    map: Option<SavedMap>,
 }
 
 impl<M: AttentionSource + GradientSource> ItemRunner<'_, M> {
@@ -808,6 +851,8 @@ impl<M: AttentionSource + GradientSource> ItemRunner<'_, M> {
             row.crop = None;
             row.cost = None;
             row.attention_ratio = None;
+            row.timings_ms = None;
+            row.map = None;
         }
         row.seconds = started.elapsed().as_secs_f64();
         row
@@ -840,6 +885,8 @@ impl<M: AttentionSource + GradientSource> ItemRunner<'_, M> {
         row.baseline = Some(answers.baseline);
         row.crop = answers.crop;
         row.cost = Some(answers.cost);
+        row.timings_ms = Some(answers.timings);
+        row.map = answers.map;
         row.attention_ratio = ratio;
         Ok(())
     }
@@ -924,6 +971,8 @@ impl<M: AttentionSource + GradientSource> ItemRunner<'_, M> {
                         seconds: (total - baseline_s).max(0.0),
                     }),
                     cost: out.cost,
+                    timings: out.timings,
+                    map: spec.save_maps.then(|| SavedMap::new(&out.map)),
                 })
             }
             (Slot::Plain { state, pending }, None) => {
@@ -931,6 +980,7 @@ impl<M: AttentionSource + GradientSource> ItemRunner<'_, M> {
                 let (answer, _) = model
                     .answer(state, &item.question, spec.max_new_tokens, None, &mut meter)
                     .map_err(|e| e.to_string())?;
+                meter.lap(Stage::Decode);
                 let baseline_s = started.elapsed().as_secs_f64();
                 let crop = if spec.method == RunMethod::Oracle {
                     let crop_started = Instant::now();
@@ -940,6 +990,7 @@ impl<M: AttentionSource + GradientSource> ItemRunner<'_, M> {
                     let image = model.image(state);
                     let crop = image::imageops::crop_imm(image, b.x0, b.y0, b.width(), b.height())
                         .to_image();
+                    meter.lap(Stage::Box);
                     let answer = model
                         .answer_with_crop(
                             state,
@@ -949,6 +1000,7 @@ impl<M: AttentionSource + GradientSource> ItemRunner<'_, M> {
                             &mut meter,
                         )
                         .map_err(|e| e.to_string())?;
+                    meter.lap(Stage::FinalAnswer);
                     Some(CropRow {
                         text: answer.text,
                         token_ids: answer.token_ids,
@@ -960,6 +1012,7 @@ impl<M: AttentionSource + GradientSource> ItemRunner<'_, M> {
                 };
                 let mut cost = std::mem::take(pending);
                 cost += meter.take();
+                let timings = meter.take_timings(started.elapsed());
                 Ok(Answers {
                     baseline: AnswerRow {
                         text: answer.text,
@@ -968,6 +1021,8 @@ impl<M: AttentionSource + GradientSource> ItemRunner<'_, M> {
                     },
                     crop,
                     cost,
+                    timings,
+                    map: None,
                 })
             }
             _ => Err("internal: the prepared image does not fit the method".into()),

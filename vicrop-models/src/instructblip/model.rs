@@ -3,6 +3,7 @@
 //! hands out ViCrop's raw signals.
 
 use std::path::{Path, PathBuf};
+use std::time::Instant;
 
 use burn::backend::Autodiff;
 use burn::module::{AutodiffModule, Module};
@@ -421,11 +422,13 @@ impl<B: Backend> InstructBlipModel<B> {
         }
         let mut token_ids = Vec::new();
         let mut stopped_at_eos = false;
+        let mut first_token_at = None;
         if max_new_tokens == 0 && probe_layer.is_none() {
             return Ok((
                 Generation {
                     token_ids,
                     stopped_at_eos,
+                    first_token_at,
                 },
                 None,
             ));
@@ -440,6 +443,7 @@ impl<B: Backend> InstructBlipModel<B> {
                 .ok_or_else(|| ModelError::InvalidInput("decoder stopped early".into()))?;
             let t = hidden.dims()[0];
             let next = argmax_host(llm.logits(hidden.narrow(0, t - 1, 1)))?;
+            first_token_at.get_or_insert_with(Instant::now);
             if self.eos.contains(&next) {
                 stopped_at_eos = true;
                 break;
@@ -458,6 +462,7 @@ impl<B: Backend> InstructBlipModel<B> {
             Generation {
                 token_ids,
                 stopped_at_eos,
+                first_token_at,
             },
             row,
         ))

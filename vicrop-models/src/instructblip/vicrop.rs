@@ -20,13 +20,14 @@ use image::RgbImage;
 use vicrop_core::pipeline::Answer;
 use vicrop_core::source::{
     AttentionRequest, AttentionSignal, AttentionSource, Depth, GradientSource, HeadRows, LayerRule,
-    MapGeometry, Meter, VisionLanguageModel,
+    MapGeometry, Meter, Stage, VisionLanguageModel,
 };
 use vicrop_core::Rect;
 
 use super::model::{AttentionSignals, InstructBlipModel, SignalProbe};
 use crate::error::{ModelError, Result};
 use crate::llava::Generation;
+use crate::nn::vision_lap;
 
 /// InstructBLIP driven by ViCrop. `Send + Sync`: share one behind an `Arc` across threads;
 /// each thread owns its [`InstructBlipImage`]s.
@@ -75,7 +76,7 @@ impl<B: Backend> InstructBlipVicrop<B> {
             return Ok(s.clone());
         }
         let states = self.model.encode_images(&[&img.image])?;
-        meter.vision(1);
+        vision_lap(meter, &states)?;
         img.states = Some(states.clone());
         Ok(states)
     }
@@ -176,6 +177,9 @@ impl<B: Backend> VisionLanguageModel for InstructBlipVicrop<B> {
         let (generation, signals) =
             self.model
                 .generate_probed(states, question, max_new_tokens, probe)?;
+        if let Some(at) = generation.first_token_at {
+            meter.lap_at(Stage::Prefill, at);
+        }
         let signal = signals.map(to_signal).transpose()?;
         let prefill = self.model.llm_seq_len(question, 1)?;
         Ok((self.finish(generation, prefill, meter)?, signal))
@@ -191,7 +195,7 @@ impl<B: Backend> VisionLanguageModel for InstructBlipVicrop<B> {
     ) -> Result<Answer> {
         let original = self.states(img, meter)?;
         let crop_states = self.model.encode_images(&[crop])?;
-        meter.vision(1);
+        vision_lap(meter, &crop_states)?;
         let states = Tensor::cat(vec![original, crop_states], 0);
         let (generation, _) = self
             .model

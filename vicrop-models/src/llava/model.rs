@@ -4,6 +4,7 @@
 //! questions about images.
 
 use std::path::{Path, PathBuf};
+use std::time::Instant;
 
 use burn::module::{AutodiffModule, Module};
 use burn::tensor::{
@@ -190,6 +191,9 @@ pub struct Generation {
     pub token_ids: Vec<u32>,
     /// Whether generation ended on an EOS token (else on the token limit).
     pub stopped_at_eos: bool,
+    /// When the first generated id reached the host: the end of the prefill (`None` when
+    /// nothing was generated).
+    pub first_token_at: Option<Instant>,
 }
 
 /// An answer: the decoded text and its token ids.
@@ -399,6 +403,7 @@ impl<B: Backend> LlavaModel<B> {
                 Generation {
                     token_ids: Vec::new(),
                     stopped_at_eos: false,
+                    first_token_at: None,
                 },
                 None,
             ));
@@ -419,6 +424,7 @@ impl<B: Backend> LlavaModel<B> {
         let row = out.probe.take();
         let mut token_ids = Vec::new();
         let mut stopped_at_eos = false;
+        let mut first_token_at = None;
         while token_ids.len() < max_new_tokens {
             let hidden = out
                 .hidden
@@ -426,6 +432,7 @@ impl<B: Backend> LlavaModel<B> {
                 .ok_or_else(|| ModelError::InvalidInput("decoder stopped early".into()))?;
             let t = hidden.dims()[0];
             let next = argmax_host(self.net.llm.logits(hidden.narrow(0, t - 1, 1)))?;
+            first_token_at.get_or_insert_with(Instant::now);
             if self.eos.contains(&next) {
                 stopped_at_eos = true;
                 break;
@@ -440,6 +447,7 @@ impl<B: Backend> LlavaModel<B> {
             Generation {
                 token_ids,
                 stopped_at_eos,
+                first_token_at,
             },
             row,
         ))

@@ -21,7 +21,7 @@ use image::RgbImage;
 use vicrop_core::pipeline::Answer;
 use vicrop_core::source::{
     AttentionRequest, AttentionSignal, AttentionSource, Depth, GradientSource, HeadRows, LayerRule,
-    MapGeometry, Meter, VisionLanguageModel,
+    MapGeometry, Meter, Stage, VisionLanguageModel,
 };
 use vicrop_core::Rect;
 
@@ -29,7 +29,7 @@ use super::model::{Generation, Llava, LlavaModel};
 use super::processor::resize_size;
 use crate::error::{ModelError, Result};
 use crate::llama::{KvCache, Probe};
-use crate::nn::to_host;
+use crate::nn::{to_host, vision_lap};
 
 pub use vicrop_core::GENERAL_QUESTION;
 
@@ -194,7 +194,7 @@ impl<B: Backend> LlavaVicrop<B> {
         let features = self
             .net()
             .encode_images(self.model.pixel_values(&[&img.image])?);
-        meter.vision(1);
+        vision_lap(meter, &features)?;
         let embeds = self.net().embed(prompt.prefix(), Some(features))?;
         let mut cache = self.net().llm().new_cache();
         self.net().llm().forward(embeds, &mut cache, None)?;
@@ -375,6 +375,9 @@ impl<B: Backend> VisionLanguageModel for LlavaVicrop<B> {
         let (generation, row) =
             self.model
                 .generate_probed(embeds, &mut cache, max_new_tokens, probe_layer)?;
+        if let Some(at) = generation.first_token_at {
+            meter.lap_at(Stage::Prefill, at);
+        }
         let signal = match row {
             Some(row) if probe_layer.is_some() => Some(AttentionSignal {
                 text: self.patch_rows(row, prompt.prefix_len)?,
@@ -400,7 +403,7 @@ impl<B: Backend> VisionLanguageModel for LlavaVicrop<B> {
     ) -> Result<Answer> {
         let prompt = self.prompt(question, 2)?;
         let crop_features = self.net().encode_images(self.model.pixel_values(&[crop])?);
-        meter.vision(1);
+        vision_lap(meter, &crop_features)?;
         let embeds = self.net().embed(prompt.suffix(), Some(crop_features))?;
         let mut cache = self.prefix(img, &prompt, meter)?;
         let generation = self.model.generate(embeds, &mut cache, max_new_tokens)?;
