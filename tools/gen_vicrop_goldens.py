@@ -91,7 +91,7 @@ class Llava:
         inp = self.inputs([image], question)
         a, b = self.patch_positions(inp["input_ids"])
         att = self.model(**inp, output_attentions=True).attentions[layer]
-        return att[0, :, -1, a:b].mean(dim=0).float().numpy().reshape(self.grid, self.grid)
+        return att[0, :, -1, a:b].mean(dim=0).float().cpu().numpy().reshape(self.grid, self.grid)
 
     def rel_att(self, image, question, layer):
         return self.attention_map(image, question, layer) / self.attention_map(image, GENERAL, layer)
@@ -105,7 +105,7 @@ class Llava:
         att = out.attentions[layer]
         (g,) = torch.autograd.grad(loss, att, retain_graph=True)
         m = (att * F.relu(g))[0, :, -1, a:b].mean(dim=0)
-        return m.detach().float().numpy().reshape(self.grid, self.grid)
+        return m.detach().float().cpu().numpy().reshape(self.grid, self.grid)
 
     def pixel_grad_norm(self, image, question):
         inp = self.inputs([image], question)
@@ -113,7 +113,7 @@ class Llava:
         logits = self.model(**inp).logits[:, -1, :]
         loss = -F.cross_entropy(logits, logits.argmax(dim=1))
         (g,) = torch.autograd.grad(loss, inp["pixel_values"])
-        g = g.float().numpy()[0].transpose(1, 2, 0)
+        g = g.float().cpu().numpy()[0].transpose(1, 2, 0)
         return np.linalg.norm(g, axis=2)
 
     def high_pass(self, image):

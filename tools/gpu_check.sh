@@ -19,20 +19,13 @@
 # $CUDA_PATH (default /usr/local/cuda). Each step has a time limit; the whole is meant to finish in
 # under 8 minutes on an H100/H200 with a cold kernel cache.
 set -uo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/.." || exit 2
 ROOT=$PWD
 DIR=$(realpath -m "${1:-gpu-check}")
 OUT=${OUT:-$DIR/out}
 
-export CUDA_PATH=${CUDA_PATH:-/usr/local/cuda}
-export LD_LIBRARY_PATH=$CUDA_PATH/lib64${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
-export VICROP_FIXTURES=$ROOT/tests/fixtures
-export VICROP_KERNEL_CACHE=$DIR/cubecl-cache
-export RUST_LOG=${RUST_LOG:-warn}
-
-if [ -f "$DIR/bundle.tar.xz" ]; then
-    tar -C "$DIR" -xJf "$DIR/bundle.tar.xz"
-fi
+# shellcheck source=tools/gpu_env.sh
+. tools/gpu_env.sh   # CUDA, fixtures, the kernel cache and cubecl.toml in DIR; unpacks the bundle
 for f in vicrop suites; do
     if [ ! -x "$DIR/$f" ]; then
         echo "gpu_check: $DIR/$f is missing; build the folder with tools/gpu_build.sh" >&2
@@ -45,15 +38,6 @@ SUMMARY=$OUT/summary.md
 say() { echo "$*" | tee -a "$SUMMARY"; }
 START=$(date +%s)
 elapsed() { echo "$(( $(date +%s) - START )) s"; }
-# The test binaries read cubecl's own configuration file from their working directory; vicrop
-# honours it too. Both then share DIR/cubecl-cache.
-cat > "$DIR/cubecl.toml" <<EOF
-[autotune]
-cache = { file = "$DIR/cubecl-cache" }
-
-[compilation]
-cache = { file = "$DIR/cubecl-cache" }
-EOF
 VICROP=$DIR/vicrop
 
 say "# vicrop GPU check, $(date -u +%Y-%m-%dT%H:%MZ)"
