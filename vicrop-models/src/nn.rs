@@ -68,31 +68,6 @@ impl<B: Backend> Linear<B> {
         Ok(Self { weight_t, bias })
     }
 
-    /// Loads linear layers that read the same input as one layer: their weights side by side
-    /// (`[in, sum of outs]`, in the order of `parts`, each `(prefix, out)`), biases likewise.
-    /// One product then replaces one per part (one kernel launch and one pass over the input
-    /// instead of several on a GPU); each part's outputs are the same dot products as in its
-    /// own layer. [`split_last`] cuts the output back into the parts. Shape errors name the
-    /// part's tensor, as [`Linear::load`].
-    pub fn load_fused(
-        ctx: &LoadCtx<B>,
-        parts: &[(&str, usize)],
-        d_in: usize,
-        bias: bool,
-    ) -> Result<Self> {
-        let mut weights = Vec::with_capacity(parts.len());
-        let mut biases = Vec::with_capacity(parts.len());
-        for &(prefix, d_out) in parts {
-            let part = Self::load(ctx, prefix, d_in, d_out, bias)?;
-            weights.push(part.weight_t);
-            biases.extend(part.bias);
-        }
-        Ok(Self {
-            weight_t: Tensor::cat(weights, 1),
-            bias: (!biases.is_empty()).then(|| Tensor::cat(biases, 0)),
-        })
-    }
-
     /// `x: [.., T, in] -> [.., T, out]`.
     pub fn forward<const D: usize>(&self, x: Tensor<B, D>) -> Tensor<B, D> {
         let y = crate::kernels::linear(x, &self.weight_t);
@@ -214,18 +189,4 @@ pub fn vision_lap<B: Backend, const D: usize>(
     meter.vision(1);
     meter.lap(Stage::Vision);
     Ok(())
-}
-
-/// Cuts `y: [.., n]` along its last axis into consecutive parts of `sizes` (which sum to `n`),
-/// as views: the output of a [`Linear::load_fused`] layer back into its parts.
-pub fn split_last<B: Backend, const D: usize, const N: usize>(
-    y: Tensor<B, D>,
-    sizes: [usize; N],
-) -> [Tensor<B, D>; N] {
-    let mut start = 0;
-    sizes.map(|n| {
-        let part = y.clone().narrow(D - 1, start, n);
-        start += n;
-        part
-    })
 }

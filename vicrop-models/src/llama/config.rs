@@ -61,7 +61,7 @@ pub struct LlamaConfig {
     /// MLP activation.
     #[serde(default = "d_silu")]
     pub hidden_act: String,
-    /// Longest sequence the model holds: the context limit and the rotary tables' length.
+    /// Longest sequence the model was trained for (informational).
     #[serde(default = "d_max_pos")]
     pub max_position_embeddings: usize,
     /// RMSNorm epsilon.

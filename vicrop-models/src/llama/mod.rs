@@ -21,7 +21,7 @@ use burn::module::Module;
 
 use crate::config::{Activation, LlamaConfig};
 use crate::error::{ModelError, Result};
-use crate::nn::{activate, grad_tap, softmax_f32, split_last, Linear, LoadCtx, RmsNorm};
+use crate::nn::{activate, grad_tap, softmax_f32, Linear, LoadCtx, RmsNorm};
 
 /// Vocabulary entries per LM-head block when a gradient flows through the LM head
 /// ([`Llama::top_log_prob`]).
@@ -30,12 +30,13 @@ pub const VOCAB_BLOCK: usize = 2048;
 #[derive(Module, Debug)]
 struct DecoderLayer<B: Backend> {
     input_norm: RmsNorm<B>,
-    /// `q_proj`, `k_proj` and `v_proj` fused ([`Linear::load_fused`]).
-    qkv: Linear<B>,
+    q: Linear<B>,
+    k: Linear<B>,
+    v: Linear<B>,
     o: Linear<B>,
     post_norm: RmsNorm<B>,
-    /// `gate_proj` and `up_proj` fused.
-    gate_up: Linear<B>,
+    gate: Linear<B>,
+    up: Linear<B>,
     down: Linear<B>,
 }
 
@@ -172,12 +173,9 @@ pub struct Llama<B: Backend> {
     norm: RmsNorm<B>,
     /// `[d, vocab]`.
     lm_head_t: Tensor<B, 2>,
-    /// Rotary cosines for every position the model holds: `[max_position_embeddings,
-    /// head_dim]`, computed once at load (f32, as transformers) and stored in the compute
-    /// dtype, so a forward only narrows it on the device.
-    rope_cos: Tensor<B, 2>,
-    /// Rotary sines, as `rope_cos`.
-    rope_sin: Tensor<B, 2>,
+    /// `[head_dim / 2]` rotary inverse frequencies, as transformers computes them in f32.
+    #[module(skip)]
+    inv_freq: Vec<f32>,
 }
 
 impl<B: Backend> Llama<B> {
@@ -201,27 +199,13 @@ impl<B: Backend> Llama<B> {
             let mb = cfg.mlp_bias;
             layers.push(DecoderLayer {
                 input_norm: RmsNorm::load(ctx, &format!("{lp}.input_layernorm"), d, eps)?,
-                qkv: Linear::load_fused(
-                    ctx,
-                    &[
-                        (&format!("{lp}.self_attn.q_proj"), h * hd),
-                        (&format!("{lp}.self_attn.k_proj"), kv * hd),
-                        (&format!("{lp}.self_attn.v_proj"), kv * hd),
-                    ],
-                    d,
-                    ab,
-                )?,
+                q: Linear::load(ctx, &format!("{lp}.self_attn.q_proj"), d, h * hd, ab)?,
+                k: Linear::load(ctx, &format!("{lp}.self_attn.k_proj"), d, kv * hd, ab)?,
+                v: Linear::load(ctx, &format!("{lp}.self_attn.v_proj"), d, kv * hd, ab)?,
                 o: Linear::load(ctx, &format!("{lp}.self_attn.o_proj"), h * hd, d, ab)?,
                 post_norm: RmsNorm::load(ctx, &format!("{lp}.post_attention_layernorm"), d, eps)?,
-                gate_up: Linear::load_fused(
-                    ctx,
-                    &[
-                        (&format!("{lp}.mlp.gate_proj"), inter),
-                        (&format!("{lp}.mlp.up_proj"), inter),
-                    ],
-                    d,
-                    mb,
-                )?,
+                gate: Linear::load(ctx, &format!("{lp}.mlp.gate_proj"), d, inter, mb)?,
+                up: Linear::load(ctx, &format!("{lp}.mlp.up_proj"), d, inter, mb)?,
                 down: Linear::load(ctx, &format!("{lp}.mlp.down_proj"), inter, d, mb)?,
             });
             // Old checkpoints may carry precomputed rotary tables; they are derived here.
@@ -239,7 +223,12 @@ impl<B: Backend> Llama<B> {
         } else {
             ctx.transposed(&head_name, &[cfg.vocab_size, d])?
         };
-        let (rope_cos, rope_sin) = rotary_tables(ctx, cfg);
+        let inv_freq = (0..hd / 2)
+            .map(|i| {
+                let exponent = (2 * i) as f32 / hd as f32;
+                1.0 / (cfg.rope_theta as f32).powf(exponent)
+            })
+            .collect();
         Ok(Self {
             cfg: cfg.clone(),
             act,
@@ -247,8 +236,7 @@ impl<B: Backend> Llama<B> {
             layers,
             norm,
             lm_head_t,
-            rope_cos,
-            rope_sin,
+            inv_freq,
         })
     }
 
@@ -317,17 +305,33 @@ impl<B: Backend> Llama<B> {
     }
 
     /// Rotary tables for `t` positions from `start`: `(cos, sin)`, each `[1, 1, t, head_dim]`.
-    fn rotary(&self, start: usize, t: usize) -> Result<(Tensor<B, 4>, Tensor<B, 4>)> {
-        let [max, hd] = self.rope_cos.dims();
-        if start + t > max {
-            return Err(ModelError::InvalidInput(format!(
-                "{} positions do not fit the language model's {max} \
-                 (text_config.max_position_embeddings)",
-                start + t
-            )));
+    fn rotary(
+        &self,
+        start: usize,
+        t: usize,
+        device: &B::Device,
+        dtype: DType,
+    ) -> (Tensor<B, 4>, Tensor<B, 4>) {
+        let half = self.inv_freq.len();
+        let hd = 2 * half;
+        let mut cos = Vec::with_capacity(t * hd);
+        let mut sin = Vec::with_capacity(t * hd);
+        for pos in start..start + t {
+            for _ in 0..2 {
+                for &f in &self.inv_freq {
+                    let angle = pos as f32 * f;
+                    cos.push(angle.cos());
+                    sin.push(angle.sin());
+                }
+            }
         }
-        let take = |table: &Tensor<B, 2>| table.clone().narrow(0, start, t).reshape([1, 1, t, hd]);
-        Ok((take(&self.rope_cos), take(&self.rope_sin)))
+        let make = |v: Vec<f32>| {
+            Tensor::<B, 4>::from_data(
+                TensorData::new(v, [1, 1, t, hd]).convert_dtype(dtype),
+                (device, dtype),
+            )
+        };
+        (make(cos), make(sin))
     }
 
     /// Runs new positions through the decoder, appending their keys/values to `cache`.
@@ -367,7 +371,8 @@ impl<B: Backend> Llama<B> {
             )));
         }
         let start = cache.len;
-        let (cos, sin) = self.rotary(start, t)?;
+        let device = x.device();
+        let (cos, sin) = self.rotary(start, t, &device, x.dtype());
         let mut x = x;
         let mut probe_out = None;
         for (i, layer) in self.layers.iter().enumerate() {
@@ -411,10 +416,17 @@ impl<B: Backend> Llama<B> {
         let kvh = self.cfg.kv_heads();
         let hd = self.cfg.head_dim();
         let y = layer.input_norm.forward(x.clone());
-        let [q, k, v] = split_last(layer.qkv.forward(y), [h * hd, kvh * hd, kvh * hd]);
-        let q = q.reshape([b, t, h, hd]).swap_dims(1, 2);
-        let k = k.reshape([b, t, kvh, hd]).swap_dims(1, 2);
-        let v = v.reshape([b, t, kvh, hd]).swap_dims(1, 2);
+        let q = layer
+            .q
+            .forward(y.clone())
+            .reshape([b, t, h, hd])
+            .swap_dims(1, 2);
+        let k = layer
+            .k
+            .forward(y.clone())
+            .reshape([b, t, kvh, hd])
+            .swap_dims(1, 2);
+        let v = layer.v.forward(y).reshape([b, t, kvh, hd]).swap_dims(1, 2);
         let q = rope(q, cos, sin);
         let k = rope(k, cos, sin);
         let (k, v) = match cache.layers[index].take() {
@@ -466,43 +478,11 @@ impl<B: Backend> Llama<B> {
         let ctx = ctx.swap_dims(1, 2).reshape([b, t, h * hd]);
         let x = x + layer.o.forward(ctx);
         let y = layer.post_norm.forward(x.clone());
-        let inter = self.cfg.intermediate_size;
-        let [gate, up] = split_last(layer.gate_up.forward(y), [inter, inter]);
-        let y = layer.down.forward(activate(self.act, gate) * up);
+        let y = layer
+            .down
+            .forward(activate(self.act, layer.gate.forward(y.clone())) * layer.up.forward(y));
         (x + y, row)
     }
-}
-
-/// The rotary tables `(cos, sin)`, `[max_position_embeddings, head_dim]` each: position `p`,
-/// column `j` holds the cosine (sine) of `p * inv_freq[j % (head_dim / 2)]`, with transformers'
-/// f32 inverse frequencies `rope_theta ^ -(2 i / head_dim)`.
-fn rotary_tables<B: Backend>(ctx: &LoadCtx<B>, cfg: &LlamaConfig) -> (Tensor<B, 2>, Tensor<B, 2>) {
-    let hd = cfg.head_dim();
-    let max = cfg.max_position_embeddings.max(1);
-    let inv_freq: Vec<f32> = (0..hd / 2)
-        .map(|i| {
-            let exponent = (2 * i) as f32 / hd as f32;
-            1.0 / (cfg.rope_theta as f32).powf(exponent)
-        })
-        .collect();
-    let mut cos = Vec::with_capacity(max * hd);
-    let mut sin = Vec::with_capacity(max * hd);
-    for pos in 0..max {
-        for _ in 0..2 {
-            for &f in &inv_freq {
-                let angle = pos as f32 * f;
-                cos.push(angle.cos());
-                sin.push(angle.sin());
-            }
-        }
-    }
-    let make = |v: Vec<f32>| {
-        Tensor::<B, 2>::from_data(
-            TensorData::new(v, [max, hd]).convert_dtype(ctx.dtype),
-            (ctx.device, ctx.dtype),
-        )
-    };
-    (make(cos), make(sin))
 }
 
 /// `x * cos + rotate_half(x) * sin`, with `rotate_half(x) = cat(-x2, x1)`.
