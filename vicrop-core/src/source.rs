@@ -204,6 +204,7 @@ impl Depth {
 }
 
 /// A stage of one run, for [`Timings`]: where [`Meter::lap`] puts the time since the last lap.
+/// Its discriminant indexes the meter's per-stage times.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Stage {
     /// The vision encoder's passes for the two answers: the image's (when the plain answer is
@@ -220,17 +221,6 @@ pub enum Stage {
     Box,
     /// The answer with the image and the crop, the crop's vision pass excluded.
     FinalAnswer,
-}
-
-impl Stage {
-    const ALL: [Stage; 6] = [
-        Stage::Vision,
-        Stage::Prefill,
-        Stage::Decode,
-        Stage::Map,
-        Stage::Box,
-        Stage::FinalAnswer,
-    ];
 }
 
 /// Work counter and stage clock handed to every model call: language-model positions times
@@ -288,9 +278,7 @@ impl Meter {
     /// restarts the clock at `at`. An `at` before the last lap charges nothing.
     pub fn lap_at(&mut self, stage: Stage, at: Instant) {
         let stage = self.scope.unwrap_or(stage);
-        if let Some(i) = Stage::ALL.iter().position(|&s| s == stage) {
-            self.spent[i] += at.saturating_duration_since(self.clock);
-        }
+        self.spent[stage as usize] += at.saturating_duration_since(self.clock);
         self.clock = self.clock.max(at);
     }
 

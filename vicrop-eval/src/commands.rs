@@ -12,6 +12,8 @@ use vicrop_core::{
 use vicrop_models::hub::{resolve_or_download, DownloadProgress, HubOptions, ProgressFn};
 use vicrop_models::{Answer, AnyModel, InstructBlipVicrop, LlavaVicrop, LoadOptions};
 
+use crate::run::SavedMap;
+
 /// Inputs of `vicrop answer`.
 #[derive(Debug, Clone)]
 pub struct AnswerRequest {
@@ -392,21 +394,9 @@ pub fn outcome_json(o: &Outcome, timing: Timing) -> serde_json::Value {
     })
 }
 
-/// `{"rows", "cols", "values"}`; non-finite values become `null`.
+/// `{"rows", "cols", "values"}`; non-finite values become `null` (a [`SavedMap`]).
 pub fn map_json(map: &SaliencyMap) -> serde_json::Value {
-    let values: Vec<Vec<serde_json::Value>> = map
-        .to_rows()
-        .into_iter()
-        .map(|r| {
-            r.into_iter()
-                .map(|v| {
-                    serde_json::Number::from_f64(f64::from(v))
-                        .map_or(serde_json::Value::Null, serde_json::Value::Number)
-                })
-                .collect()
-        })
-        .collect();
-    serde_json::json!({"rows": map.rows(), "cols": map.cols(), "values": values})
+    serde_json::to_value(SavedMap::new(map)).unwrap_or(serde_json::Value::Null)
 }
 
 /// Runs ViCrop on backend `B`.

@@ -109,17 +109,17 @@ impl RunRequest {
         spec.save_maps = self.save_maps;
         spec.shards = self.shard.count;
         spec.dtype = dtype_name(self.dtype);
-        if self.placement.is_some() && self.method.map_method().is_none() {
-            return Err(RunError::Invalid(format!(
-                "--placement applies to the map methods (rel-att, grad-att, pure-grad), not {}",
-                self.method
-            )));
-        }
-        if self.save_maps && self.method.map_method().is_none() {
-            return Err(RunError::Invalid(format!(
-                "--save-maps applies to the map methods (rel-att, grad-att, pure-grad), not {}",
-                self.method
-            )));
+        let map_only = [
+            ("--placement", self.placement.is_some()),
+            ("--save-maps", self.save_maps),
+        ];
+        if let Some((flag, _)) = map_only.iter().find(|(_, given)| *given) {
+            if self.method.map_method().is_none() {
+                return Err(RunError::Invalid(format!(
+                    "{flag} applies to the map methods (rel-att, grad-att, pure-grad), not {}",
+                    self.method
+                )));
+            }
         }
         let warnings = check_folder(&self.out, &spec, self.shard)?;
         Ok((spec, dataset, dir, warnings))

@@ -539,7 +539,8 @@ pub struct Row {
     pub map: Option<SavedMap>,
 }
 
-/// A map as a results row keeps it: `values[row][col]`, non-finite values as `null`.
+/// A map as a results row and `vicrop crop --json` print it: `values[row][col]`, each f32
+/// widened to f64, non-finite values as `null`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SavedMap {
     /// Rows.
@@ -547,7 +548,7 @@ pub struct SavedMap {
     /// Columns.
     pub cols: usize,
     /// The values, row by row.
-    pub values: Vec<Vec<Option<f32>>>,
+    pub values: Vec<Vec<Option<f64>>>,
 }
 
 impl SavedMap {
@@ -556,7 +557,11 @@ impl SavedMap {
         let values = map
             .to_rows()
             .into_iter()
-            .map(|r| r.into_iter().map(|v| v.is_finite().then_some(v)).collect())
+            .map(|r| {
+                r.into_iter()
+                    .map(|v| v.is_finite().then(|| f64::from(v)))
+                    .collect()
+            })
             .collect();
         Self {
             rows: map.rows(),
