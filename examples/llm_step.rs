@@ -1,5 +1,5 @@
-//! Times one prefill and one decode step of a LLaVA checkpoint's language model on the CPU,
-//! the two building blocks of every ViCrop answer. `tools/bench_cpu.py` runs it next to the
+//! Times one vision pass, one prefill and one decode step of a LLaVA checkpoint on the CPU,
+//! the three building blocks of every ViCrop answer. `tools/bench_cpu.py` runs it next to the
 //! same steps in PyTorch.
 //!
 //! ```sh
@@ -9,12 +9,14 @@
 //! Prints one JSON object: the best of `REPEATS` (default 3) for a prefill of `POSITIONS`
 //! (default 600) random embeddings into an empty cache, final norm and next-token logits of the
 //! last position included, and for one decode step after it (one new position, logits
-//! included). `DTYPE` is `f32` (default), `f16` or `bf16`. Model loading is excluded.
+//! included), and for one vision pass (random pixels through the vision tower and the
+//! projector, as one answer's image). `DTYPE` is `f32` (default), `f16` or `bf16`. Model
+//! loading is excluded.
 
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
-use burn::tensor::{DType, Distribution, Tensor};
+use burn::tensor::{backend::Backend, DType, Distribution, Tensor};
 use vicrop::models::{backend::Cpu, LlavaModel, LoadOptions};
 
 fn main() -> Result<()> {
@@ -50,8 +52,13 @@ fn main() -> Result<()> {
     let step =
         Tensor::<Cpu, 3>::random([1, 1, d], Distribution::Normal(0.0, 0.02), &device).cast(dtype);
 
+    let r = model.net().vision().config().image_size;
+    let pixels =
+        Tensor::<Cpu, 4>::random([1, 3, r, r], Distribution::Normal(0.0, 1.0), &device).cast(dtype);
+
     let mut prefill = f64::INFINITY;
     let mut decode = f64::INFINITY;
+    let mut vision = f64::INFINITY;
     // Round 0 warms up allocations and thread pools and is not counted.
     for round in 0..=repeats {
         let mut cache = llm.new_cache();
@@ -69,9 +76,15 @@ fn main() -> Result<()> {
             .context("the forward returned no hidden states")?;
         let _ = llm.top_log_prob(hidden)?;
         let s = t.elapsed().as_secs_f64();
+        let t = Instant::now();
+        let features = model.net().encode_images(pixels.clone());
+        Cpu::sync(&device).map_err(|e| anyhow::anyhow!("{e:?}"))?;
+        drop(features);
+        let v = t.elapsed().as_secs_f64();
         if round > 0 {
             prefill = prefill.min(p);
             decode = decode.min(s);
+            vision = vision.min(v);
         }
     }
     println!(
@@ -84,6 +97,7 @@ fn main() -> Result<()> {
             "load_s": load_s,
             "prefill_ms": prefill * 1e3,
             "decode_ms": decode * 1e3,
+            "vision_ms": vision * 1e3,
         })
     );
     Ok(())

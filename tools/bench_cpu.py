@@ -30,7 +30,9 @@ Per method (rel-att, grad-att, pure-grad), one image and one question, high-res 
 Prefill / decode: `target/release/examples/llm_step MODEL POSITIONS REPEATS DTYPE` against the
 same steps on the reference's `model.language_model` (random N(0, 0.02) embeddings of
 `--positions` positions into an empty cache, last position's logits included; then one more
-position with the cache), best of `--step-repeats` after one warm-up, in milliseconds.
+position with the cache), best of `--step-repeats` after one warm-up, in milliseconds. The same
+rounds time one vision pass: N(0, 1) pixels through the vision tower and the projector, as one
+answer's image (the reference's tower runs all its layers; vicrop stops at the feature layer).
 
 Model loading is excluded on both sides (printed separately). Both sides get the same number
 of threads: `torch.set_num_threads(--threads)` here, `RAYON_NUM_THREADS` for the Rust
@@ -260,13 +262,16 @@ def compare(rust, result):
 # ------------------------------------------------------------------------------ prefill / decode
 @torch.no_grad()
 def reference_llm_step(m, positions, repeats):
-    """Best-of-repeats prefill and decode of the reference's language model (ms), one warm-up."""
+    """Best-of-repeats prefill and decode of the reference's language model and one vision pass
+    (ms), one warm-up."""
     lm = m.model.language_model
     hidden = lm.config.hidden_size
     g = torch.Generator().manual_seed(0)
     x = torch.randn(1, positions, hidden, generator=g) * 0.02
     step = torch.randn(1, 1, hidden, generator=g) * 0.02
-    prefill, decode = float("inf"), float("inf")
+    side = m.model.config.vision_config.image_size
+    pixels = torch.randn(1, 3, side, side, generator=g)
+    prefill, decode, vision = float("inf"), float("inf"), float("inf")
     for round_ in range(repeats + 1):
         t0 = time.perf_counter()
         out = lm(inputs_embeds=x, past_key_values=DynamicCache(), use_cache=True, num_logits_to_keep=1)
@@ -276,9 +281,13 @@ def reference_llm_step(m, positions, repeats):
         nxt = lm(inputs_embeds=step, past_key_values=out.past_key_values, use_cache=True)
         nxt.logits[0, -1].log_softmax(-1).max()
         d = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        states = m.model.vision_tower(pixels, output_hidden_states=True).hidden_states
+        m.model.multi_modal_projector(states[m.model.config.vision_feature_layer][:, 1:])
+        v = time.perf_counter() - t0
         if round_ > 0:
-            prefill, decode = min(prefill, p), min(decode, d)
-    return {"prefill_ms": prefill * 1e3, "decode_ms": decode * 1e3}
+            prefill, decode, vision = min(prefill, p), min(decode, d), min(vision, v)
+    return {"prefill_ms": prefill * 1e3, "decode_ms": decode * 1e3, "vision_ms": vision * 1e3}
 
 
 def rust_llm_step(args, checkpoint):
@@ -420,8 +429,9 @@ def main():
     print("prefill/decode: vicrop ...", file=sys.stderr, flush=True)
     rs_step = rust_llm_step(args, args.checkpoint)
     steps = []
-    for key, name in (("prefill_ms", f"prefill {args.positions} positions"), ("decode_ms", "decode 1 position")):
-        ours = None if rs_step is None else rs_step[key]
+    for key, name in (("vision_ms", "vision pass, 1 image"), ("prefill_ms", f"prefill {args.positions} positions"),
+                      ("decode_ms", "decode 1 position")):
+        ours = None if rs_step is None else rs_step.get(key)
         steps.append({"step": name, "reference_ms": py_step[key], "vicrop_ms": ours,
                       "ratio": ratio(py_step[key], ours)})
 

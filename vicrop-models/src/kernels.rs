@@ -1,20 +1,38 @@
-//! The one product the CPU backend's kernels do poorly: a single row times a weight matrix.
+//! The operations the CPU backend does poorly at our shapes: a single row times a weight
+//! matrix, attention over a few hundred positions, and the sigmoid-gated activations.
 //!
-//! Every generated token runs each linear layer and the LM head on one row (`m = 1`). For
-//! that shape the `gemm` crate under burn-flex reaches about two thirds of the memory
-//! bandwidth, and burn-flex multiplies bf16 by first converting both operands, the whole
-//! weight included, to f32 on every call (about 150 ms for one `4096 x 11008` projection,
-//! against 10 ms in f16). [`linear`] therefore computes `m = 1` products in f32 and bf16 on
-//! burn-flex itself: the weight is streamed once, in row blocks, a few per thread, each
-//! accumulating a partial output row in f32 (widening bf16 rows as it goes), and the partial
-//! rows are summed. f16 stays with gemm's kernels, which are faster there. Every other shape,
-//! and every other backend (autodiff included, so gradients are untouched), goes to burn's
-//! `matmul`.
+//! **One row times a matrix.** Every generated token runs each linear layer and the LM head on
+//! one row (`m = 1`). For that shape the `gemm` crate under burn-flex reaches about two thirds
+//! of the memory bandwidth, and burn-flex multiplies bf16 by first converting both operands,
+//! the whole weight included, to f32 on every call (about 150 ms for one `4096 x 11008`
+//! projection, against 10 ms in f16). [`linear`] therefore computes `m = 1` products in f32
+//! and bf16 on burn-flex itself: the weight is streamed once, in row blocks, a few per thread,
+//! each accumulating a partial output row in f32 (widening bf16 rows as it goes), and the
+//! partial rows are summed. f16 stays with gemm's kernels, which are faster there. Every other
+//! shape, and every other backend (autodiff included, so gradients are untouched), goes to
+//! burn's `matmul`.
 //!
-//! `tools/bench_cpu.py` and `examples/cpu_kernels.rs` measure it; the numbers are in
-//! `docs/performance.md`.
+//! **Attention.** burn-flex 0.21's fused attention walks the `(batch, head)` pairs one after
+//! the other on a single thread, and once `queries x keys` exceeds 256K scores (CLIP's 577
+//! positions, a 600-token prefill) it switches to a tiled kernel made of many small products.
+//! [`attention`] hands it independent pieces instead, in parallel on rayon's pool: one head
+//! and a block of query rows each, the block small enough for burn-flex's untiled path. For a
+//! causal block only the keys its rows can see are passed, which keeps the bottom-right
+//! alignment exact and skips the masked tail. Rows are copied out of strided views directly
+//! (burn-flex's generic strided copy walks them an element at a time), and the output comes
+//! back with the heads already merged, `[b, t, h * d]`, the layout the output projection
+//! reads. Other backends, and autodiff, get burn's `attention` unchanged.
+//!
+//! **Activations.** burn-flex builds quick-GELU (CLIP) and SiLU (LLaMA) out of three or four
+//! full passes with a scalar `exp` each; [`fused_activation`] does one parallel pass, with
+//! torch's formulas.
+//!
+//! `tools/bench_cpu.py`, `examples/llm_step.rs` and `examples/cpu_kernels.rs` measure them;
+//! the numbers are in `docs/performance.md`.
 
-use burn::tensor::{backend::Backend, Tensor};
+use burn::tensor::{
+    backend::Backend, module::attention as burn_attention, ops::AttentionModuleOptions, Tensor,
+};
 
 /// `x [.., k] · w [k, n] -> [.., n]` for a weight stored `[in, out]` (see [`crate::nn::Linear`]).
 pub fn linear<B: Backend, const D: usize>(x: Tensor<B, D>, w: &Tensor<B, 2>) -> Tensor<B, D> {
@@ -25,15 +43,61 @@ pub fn linear<B: Backend, const D: usize>(x: Tensor<B, D>, w: &Tensor<B, 2>) -> 
     x.matmul(w.clone().unsqueeze())
 }
 
+/// Scaled dot-product attention without mask, scaled by `1/sqrt(d)`, with the heads merged:
+/// `q [b, h, tq, d]`, `k [b, h, tk, d]`, `v [b, h, tk, dv]` -> `[b, tq, h * dv]`.
+///
+/// `causal` aligns the mask bottom-right, as a KV cache needs: query `i` sees keys
+/// `0..=i + tk - tq`. Same result as burn's `attention` (then `swap_dims(1, 2)` and a reshape)
+/// up to the order of f32 sums. The inputs may be views, e.g. heads split off a projection
+/// by `reshape` and `swap_dims`: on burn-flex their rows are copied out directly.
+pub fn attention<B: Backend>(
+    q: Tensor<B, 4>,
+    k: Tensor<B, 4>,
+    v: Tensor<B, 4>,
+    causal: bool,
+) -> Tensor<B, 3> {
+    #[cfg(feature = "flex")]
+    if let Some(y) = flex::parallel_attention(&q, &k, &v, causal) {
+        return y;
+    }
+    let [b, h, tq, _] = q.dims();
+    let dv = v.dims()[3];
+    let options = AttentionModuleOptions {
+        is_causal: causal,
+        ..Default::default()
+    };
+    burn_attention(q, k, v, None, None, options)
+        .swap_dims(1, 2)
+        .reshape([b, tq, h * dv])
+}
+
+/// `act(x)` in one fused pass where the backend has one (burn-flex, f32, quick-GELU and SiLU);
+/// `None` elsewhere, and [`crate::nn::activate`] composes it from burn's operations.
+pub fn fused_activation<B: Backend, const D: usize>(
+    act: crate::config::Activation,
+    x: &Tensor<B, D>,
+) -> Option<Tensor<B, D>> {
+    #[cfg(feature = "flex")]
+    if let Some(y) = flex::activation(act, x) {
+        return Some(y);
+    }
+    let _ = (act, x);
+    None
+}
+
 #[cfg(feature = "flex")]
 mod flex {
-    use std::any::Any;
+    use std::any::{Any, TypeId};
 
-    use burn::tensor::{backend::Backend, DType, Tensor, TensorData, TensorPrimitive};
+    use burn::tensor::{
+        backend::Backend, ops::AttentionModuleOptions, DType, Tensor, TensorData, TensorPrimitive,
+    };
     use burn_flex::FlexTensor;
     use half::bf16;
     use half::slice::HalfFloatSliceExt;
     use rayon::prelude::*;
+
+    use crate::config::Activation;
 
     /// The backend tensor behind `t` when `B` is burn-flex (not wrapped in autodiff).
     fn as_flex<B: Backend, const D: usize>(t: &Tensor<B, D>) -> Option<FlexTensor> {
@@ -83,6 +147,136 @@ mod flex {
         shape[D - 1] = n;
         let data = TensorData::new(y, shape.to_vec()).convert_dtype(dtype);
         from_flex(FlexTensor::from_data(data))
+    }
+
+    /// burn-flex's limit on `queries x keys` for its untiled attention (`NAIVE_SCORE_BUDGET`).
+    const UNTILED_SCORES: usize = 256 * 1024;
+
+    /// Below this many multiply-adds (`b h tq tk d`) one call is cheaper than the split.
+    const SPLIT_WORK: usize = 1 << 22;
+
+    /// Elements per task of an element-wise kernel.
+    const CHUNK: usize = 1 << 14;
+
+    /// Rows `from..from + n` of head `(b, h)` of a `[b, h, t, d]` f32 view whose last axis is
+    /// contiguous, copied out row by row into a `[1, 1, n, d]` tensor.
+    fn head_rows(t: &FlexTensor, b: usize, h: usize, from: usize, n: usize) -> FlexTensor {
+        let layout = t.layout();
+        let s = layout.strides();
+        let d = layout.shape()[3];
+        let data = t.storage::<f32>();
+        let base = layout.start_offset() as isize + b as isize * s[0] + h as isize * s[1];
+        let mut out = Vec::with_capacity(n * d);
+        for r in from..from + n {
+            let at = (base + r as isize * s[2]) as usize;
+            out.extend_from_slice(&data[at..at + d]);
+        }
+        FlexTensor::from_data(TensorData::new(out, vec![1, 1, n, d]))
+    }
+
+    /// A flex f32 view of `t` whose last axis is contiguous.
+    fn rows_view<B: Backend>(t: &Tensor<B, 4>) -> Option<FlexTensor> {
+        let f = as_flex(t)?;
+        if f.dtype() != DType::F32 {
+            return None;
+        }
+        Some(if f.layout().strides()[3] == 1 {
+            f
+        } else {
+            f.to_contiguous()
+        })
+    }
+
+    pub(super) fn parallel_attention<B: Backend>(
+        q: &Tensor<B, 4>,
+        k: &Tensor<B, 4>,
+        v: &Tensor<B, 4>,
+        causal: bool,
+    ) -> Option<Tensor<B, 3>> {
+        if TypeId::of::<B::FloatTensorPrimitive>() != TypeId::of::<FlexTensor>() {
+            return None;
+        }
+        let [b, h, tq, d] = q.dims();
+        let tk = k.dims()[2];
+        let dv = v.dims()[3];
+        if b * h * tq * tk * d < SPLIT_WORK || (causal && tk < tq) {
+            return None;
+        }
+        let (qf, kf, vf) = (rows_view(q)?, rows_view(k)?, rows_view(v)?);
+        // Query blocks of equal size, each small enough for the untiled path.
+        let rows = tq.div_ceil(tq.div_ceil((UNTILED_SCORES / tk).max(1)));
+        let options = AttentionModuleOptions {
+            is_causal: causal,
+            ..Default::default()
+        };
+        let pieces: Vec<(usize, usize, usize)> = (0..b)
+            .flat_map(|bi| (0..h).map(move |hi| (bi, hi)))
+            .flat_map(|(bi, hi)| (0..tq).step_by(rows).map(move |start| (bi, hi, start)))
+            .collect();
+        let outputs: Vec<FlexTensor> = pieces
+            .par_iter()
+            .map(|&(bi, hi, start)| {
+                let n = rows.min(tq - start);
+                // A causal block sees the keys up to its last row's, no further.
+                let keys = if causal { start + n + tk - tq } else { tk };
+                burn_flex::ops::attention::attention(
+                    head_rows(&qf, bi, hi, start, n),
+                    head_rows(&kf, bi, hi, 0, keys),
+                    head_rows(&vf, bi, hi, 0, keys),
+                    None,
+                    None,
+                    options,
+                )
+            })
+            .collect();
+        // Each block's rows go to their heads' columns of `[b, tq, h * dv]`.
+        let mut merged = vec![0f32; b * tq * h * dv];
+        for (&(bi, hi, start), out) in pieces.iter().zip(&outputs) {
+            let block = out.as_slice::<f32>()?;
+            for (r, row) in block.chunks_exact(dv).enumerate() {
+                let at = ((bi * tq + start + r) * h + hi) * dv;
+                merged[at..at + dv].copy_from_slice(row);
+            }
+        }
+        from_flex(FlexTensor::from_data(TensorData::new(
+            merged,
+            vec![b, tq, h * dv],
+        )))
+    }
+
+    /// `act(x)` element-wise in one parallel pass, for f32 quick-GELU and SiLU (burn-flex
+    /// composes them from three or four full passes with a scalar `exp` each). The formulas are
+    /// torch's: `x * sigmoid(a x)` with `sigmoid(z) = 1 / (1 + exp(-z))`.
+    pub(super) fn activation<B: Backend, const D: usize>(
+        act: Activation,
+        x: &Tensor<B, D>,
+    ) -> Option<Tensor<B, D>> {
+        let a: f32 = match act {
+            Activation::QuickGelu => 1.702,
+            Activation::Silu => 1.0,
+            _ => return None,
+        };
+        if TypeId::of::<B::FloatTensorPrimitive>() != TypeId::of::<FlexTensor>() {
+            return None;
+        }
+        let xf = as_flex(x)?;
+        if xf.dtype() != DType::F32 {
+            return None;
+        }
+        let xf = xf.to_contiguous();
+        let src = xf.as_slice::<f32>()?;
+        let mut out = vec![0f32; src.len()];
+        out.par_chunks_mut(CHUNK)
+            .zip(src.par_chunks(CHUNK))
+            .for_each(|(o, s)| {
+                for (o, &v) in o.iter_mut().zip(s) {
+                    *o = v * (1.0 / (1.0 + (-(a * v)).exp()));
+                }
+            });
+        from_flex(FlexTensor::from_data(TensorData::new(
+            out,
+            x.dims().to_vec(),
+        )))
     }
 
     /// A weight element type, read as f32 a row at a time.
@@ -188,6 +382,54 @@ mod tests {
             let diff = (fast - slow).abs().max().into_scalar();
             assert!(diff <= tol * scale, "{dtype:?}: {diff} > {tol} x {scale}");
         }
+    }
+
+    /// The split attention agrees with burn's own, causal (a cache longer than the queries) or
+    /// not, across batch, heads and query blocks (`520 x 530` scores take two blocks), with
+    /// the queries given as a strided view (heads split off a projection).
+    #[test]
+    fn split_attention_matches_burn() {
+        use burn::tensor::{module::attention, ops::AttentionModuleOptions};
+        let device = Default::default();
+        let q = Tensor::<Cpu, 4>::random([2, 520, 3, 8], Distribution::Normal(0.0, 1.0), &device)
+            .swap_dims(1, 2);
+        let k = Tensor::<Cpu, 4>::random([2, 3, 530, 8], Distribution::Normal(0.0, 1.0), &device);
+        let v = Tensor::<Cpu, 4>::random([2, 3, 530, 5], Distribution::Normal(0.0, 1.0), &device);
+        for causal in [false, true] {
+            let fast = super::attention(q.clone(), k.clone(), v.clone(), causal);
+            let options = AttentionModuleOptions {
+                is_causal: causal,
+                ..Default::default()
+            };
+            let slow = attention(q.clone(), k.clone(), v.clone(), None, None, options)
+                .swap_dims(1, 2)
+                .reshape([2, 520, 15]);
+            assert_eq!(fast.dims(), [2, 520, 15]);
+            let diff = (fast - slow).abs().max().into_scalar();
+            assert!(diff <= 1e-5, "causal {causal}: {diff}");
+        }
+    }
+
+    /// The fused quick-GELU and SiLU agree with burn's composed ones; other activations, and
+    /// other dtypes, are left to them.
+    #[test]
+    fn fused_activations_match_burn() {
+        use crate::config::Activation;
+        let device = Default::default();
+        let x = Tensor::<Cpu, 3>::random([2, 70, 300], Distribution::Normal(0.0, 3.0), &device);
+        for act in [Activation::QuickGelu, Activation::Silu] {
+            let fast = super::fused_activation(act, &x).expect("fused on burn-flex f32");
+            let slow = match act {
+                Activation::QuickGelu => {
+                    x.clone() * burn::tensor::activation::sigmoid(x.clone() * 1.702)
+                }
+                _ => burn::tensor::activation::silu(x.clone()),
+            };
+            let diff = (fast - slow).abs().max().into_scalar();
+            assert!(diff <= 1e-6, "{act:?}: {diff}");
+        }
+        assert!(super::fused_activation(Activation::Gelu, &x).is_none());
+        assert!(super::fused_activation(Activation::Silu, &x.cast(DType::BF16)).is_none());
     }
 
     /// More than one row, or a transposed view, goes to burn's matmul unchanged.

@@ -68,6 +68,19 @@ impl<B: Backend> Linear<B> {
         Ok(Self { weight_t, bias })
     }
 
+    /// Layers that read the same input, side by side as one: the output is the parts' outputs
+    /// concatenated in order, from one product instead of several (CLIP's q/k/v projections).
+    /// Either every part has a bias or none has.
+    pub fn concat(parts: Vec<Self>) -> Self {
+        let (weights, biases): (Vec<_>, Vec<_>) =
+            parts.into_iter().map(|l| (l.weight_t, l.bias)).unzip();
+        let biases: Option<Vec<_>> = biases.into_iter().collect();
+        Self {
+            weight_t: Tensor::cat(weights, 1),
+            bias: biases.map(|b| Tensor::cat(b, 0)),
+        }
+    }
+
     /// `x: [.., T, in] -> [.., T, out]`.
     pub fn forward<const D: usize>(&self, x: Tensor<B, D>) -> Tensor<B, D> {
         let y = crate::kernels::linear(x, &self.weight_t);
@@ -137,8 +150,11 @@ impl<B: Backend> RmsNorm<B> {
     }
 }
 
-/// Applies an activation element-wise.
+/// Applies an activation element-wise (fused where [`crate::kernels::fused_activation`] can).
 pub fn activate<B: Backend, const D: usize>(act: Activation, x: Tensor<B, D>) -> Tensor<B, D> {
+    if let Some(y) = crate::kernels::fused_activation(act, &x) {
+        return y;
+    }
     match act {
         // Written out, not `activation::gelu`: burn 0.21 differentiates its GELU as the tanh
         // approximation, which skews input gradients (pure-grad) by ~1e-4.

@@ -14,12 +14,10 @@
 //! probabilities are computed explicitly in f32 and handed out, optionally as an autodiff leaf
 //! tapped into the forward ([`crate::nn::grad_tap`]), so that gradients with respect to it can
 //! be read.
-//! Every other attention goes through the fused kernel.
+//! Every other attention goes through [`crate::kernels::attention`].
 
 use burn::module::Module;
-use burn::tensor::{
-    backend::Backend, module::attention, ops::AttentionModuleOptions, Int, Tensor, TensorData,
-};
+use burn::tensor::{backend::Backend, Int, Tensor, TensorData};
 
 use crate::config::Activation;
 use crate::error::{ModelError, Result};
@@ -91,14 +89,10 @@ impl<B: Backend> QAttention<B> {
                     (probs.clone(), probs)
                 };
                 let ctx = used.cast(v.dtype()).matmul(v); // [n, h, t, hd]
-                (ctx, Some(probs))
+                (ctx.swap_dims(1, 2).reshape([n, t, d]), Some(probs))
             }
-            None => (
-                attention(q, k, v, None, None, AttentionModuleOptions::default()),
-                None,
-            ),
-        };
-        let ctx = ctx.swap_dims(1, 2).reshape([n, t, d]);
+            None => (crate::kernels::attention(q, k, v, false), None),
+        }; // [n, t, d]
         (self.ln.forward(self.dense.forward(ctx) + x), probs)
     }
 }

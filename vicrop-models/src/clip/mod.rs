@@ -8,7 +8,7 @@
 pub mod config;
 
 use burn::module::Module;
-use burn::tensor::{backend::Backend, module::attention, ops::AttentionModuleOptions, Tensor};
+use burn::tensor::{backend::Backend, Tensor};
 
 use crate::config::{Activation, ClipVisionConfig};
 use crate::error::Result;
@@ -17,9 +17,8 @@ use crate::nn::{activate, LayerNorm, Linear, LoadCtx};
 #[derive(Module, Debug)]
 struct ClipLayer<B: Backend> {
     ln1: LayerNorm<B>,
-    q: Linear<B>,
-    k: Linear<B>,
-    v: Linear<B>,
+    /// q, k and v side by side: `[d, 3d]`, one product per layer instead of three.
+    qkv: Linear<B>,
     out: Linear<B>,
     ln2: LayerNorm<B>,
     fc1: Linear<B>,
@@ -72,11 +71,11 @@ impl<B: Backend> ClipVision<B> {
         for i in 0..n_layers {
             let lp = format!("{prefix}.encoder.layers.{i}");
             let inter = cfg.intermediate_size;
+            let proj =
+                |name: &str| Linear::load(ctx, &format!("{lp}.self_attn.{name}"), d, d, true);
             layers.push(ClipLayer {
                 ln1: LayerNorm::load(ctx, &format!("{lp}.layer_norm1"), d, eps)?,
-                q: Linear::load(ctx, &format!("{lp}.self_attn.q_proj"), d, d, true)?,
-                k: Linear::load(ctx, &format!("{lp}.self_attn.k_proj"), d, d, true)?,
-                v: Linear::load(ctx, &format!("{lp}.self_attn.v_proj"), d, d, true)?,
+                qkv: Linear::concat(vec![proj("q_proj")?, proj("k_proj")?, proj("v_proj")?]),
                 out: Linear::load(ctx, &format!("{lp}.self_attn.out_proj"), d, d, true)?,
                 ln2: LayerNorm::load(ctx, &format!("{lp}.layer_norm2"), d, eps)?,
                 fc1: Linear::load(ctx, &format!("{lp}.mlp.fc1"), d, inter, true)?,
@@ -157,12 +156,11 @@ impl<B: Backend> ClipVision<B> {
         let h = self.cfg.num_attention_heads;
         let hd = d / h;
         let y = layer.ln1.forward(x.clone());
-        let split = |z: Tensor<B, 3>| z.reshape([n, t, h, hd]).swap_dims(1, 2); // [n, h, t, hd]
-        let q = split(layer.q.forward(y.clone()));
-        let k = split(layer.k.forward(y.clone()));
-        let v = split(layer.v.forward(y));
-        let ctx = attention(q, k, v, None, None, AttentionModuleOptions::default()); // [n, h, t, hd]
-        let ctx = ctx.swap_dims(1, 2).reshape([n, t, d]);
+        // [n, t, 3d] -> [n, t, 3h, hd] -> three [n, h, t, hd] views, no copy.
+        let qkv = layer.qkv.forward(y).reshape([n, t, 3 * h, hd]);
+        let part = |i: usize| qkv.clone().narrow(2, i * h, h).swap_dims(1, 2);
+        let (q, k, v) = (part(0), part(1), part(2));
+        let ctx = crate::kernels::attention(q, k, v, false); // [n, t, d]
         let x = x + layer.out.forward(ctx);
         let y = layer.ln2.forward(x.clone());
         let y = layer.fc2.forward(activate(self.act, layer.fc1.forward(y)));

@@ -12,8 +12,6 @@ pub mod config;
 
 use burn::tensor::{
     backend::{AutodiffBackend, Backend},
-    module::attention,
-    ops::AttentionModuleOptions,
     DType, Int, Tensor, TensorData,
 };
 
@@ -21,6 +19,7 @@ use burn::module::Module;
 
 use crate::config::{Activation, LlamaConfig};
 use crate::error::{ModelError, Result};
+use crate::kernels;
 use crate::nn::{activate, grad_tap, softmax_f32, Linear, LoadCtx, RmsNorm};
 
 /// Vocabulary entries per LM-head block when a gradient flows through the LM head
@@ -438,10 +437,7 @@ impl<B: Backend> Llama<B> {
         let k = repeat_kv(k, h / kvh);
         let v = repeat_kv(v, h / kvh);
         // One new position sees every cached key: no mask to build.
-        let causal = AttentionModuleOptions {
-            is_causal: t > 1,
-            ..Default::default()
-        };
+        let causal = t > 1;
         let (ctx, row) = if let Some(probe) = want_probe {
             // Rows 0..t-1 see keys 0..s-1 (causal, bottom-right aligned); the last row is
             // computed explicitly so its probabilities can be handed out.
@@ -457,25 +453,27 @@ impl<B: Backend> Llama<B> {
                 (row.clone(), row)
             };
             let probs = used.reshape([b, h, 1, s]);
-            let last = probs.clone().cast(v.dtype()).matmul(v.clone()); // [b, h, 1, hd]
+            let last = probs
+                .clone()
+                .cast(v.dtype())
+                .matmul(v.clone()) // [b, h, 1, hd]
+                .swap_dims(1, 2)
+                .reshape([b, 1, h * hd]);
             let ctx = if t > 1 {
-                let rest = attention(
+                let rest = kernels::attention(
                     q.narrow(2, 0, t - 1),
                     k.narrow(2, 0, s - 1),
                     v.narrow(2, 0, s - 1),
-                    None,
-                    None,
                     causal,
                 );
-                Tensor::cat(vec![rest, last], 2)
+                Tensor::cat(vec![rest, last], 1)
             } else {
                 last
             };
             (ctx, Some(row))
         } else {
-            (attention(q, k, v, None, None, causal), None)
-        };
-        let ctx = ctx.swap_dims(1, 2).reshape([b, t, h * hd]);
+            (kernels::attention(q, k, v, causal), None)
+        }; // [b, t, h * hd]
         let x = x + layer.o.forward(ctx);
         let y = layer.post_norm.forward(x.clone());
         let y = layer
