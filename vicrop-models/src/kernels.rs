@@ -99,8 +99,12 @@ mod flex {
 
     use crate::config::Activation;
 
-    /// The backend tensor behind `t` when `B` is burn-flex (not wrapped in autodiff).
+    /// The backend tensor behind `t` when `B` is burn-flex (not wrapped in autodiff). Other
+    /// backends are told apart by type alone, without touching the tensor.
     fn as_flex<B: Backend, const D: usize>(t: &Tensor<B, D>) -> Option<FlexTensor> {
+        if TypeId::of::<B::FloatTensorPrimitive>() != TypeId::of::<FlexTensor>() {
+            return None;
+        }
         match t.clone().into_primitive() {
             TensorPrimitive::Float(p) => {
                 let boxed: Box<dyn Any> = Box::new(p);
@@ -193,9 +197,6 @@ mod flex {
         v: &Tensor<B, 4>,
         causal: bool,
     ) -> Option<Tensor<B, 3>> {
-        if TypeId::of::<B::FloatTensorPrimitive>() != TypeId::of::<FlexTensor>() {
-            return None;
-        }
         let [b, h, tq, d] = q.dims();
         let tk = k.dims()[2];
         let dv = v.dims()[3];
@@ -256,9 +257,6 @@ mod flex {
             Activation::Silu => 1.0,
             _ => return None,
         };
-        if TypeId::of::<B::FloatTensorPrimitive>() != TypeId::of::<FlexTensor>() {
-            return None;
-        }
         let xf = as_flex(x)?;
         if xf.dtype() != DType::F32 {
             return None;
