@@ -1,4 +1,5 @@
-//! The CPU backend's matrix products at LLaVA-1.5-7B widths, per weight layout and dtype.
+//! The CPU backend's matrix products at LLaVA-1.5-7B widths, per weight layout and dtype, and
+//! its attention and activations against `vicrop_models::kernels`'.
 //!
 //! ```sh
 //! RAYON_NUM_THREADS=2 cargo run --release --example cpu_kernels
@@ -8,14 +9,27 @@
 //! `x [m, in]` it is either copied once at load time into `[in, out]` ("row-major") or used
 //! through a transposed view ("[out,in] view", no copy). This prints both, for a prefill-sized
 //! product (m = 600) and a decode step (m = 1), in each dtype the backend stores.
+//!
+//! A second table times, in f32, burn's `attention` (heads merged afterwards, as the models
+//! used it) against `kernels::attention` for CLIP ViT-L/14-336 (16 heads of 577 positions,
+//! split off one `[577, 3072]` q/k/v projection), a 600-token LLaMA prefill and a 600-token
+//! answer after a 576-token prefix (32 heads of 128, causal); and burn's composed quick-GELU
+//! and SiLU against `nn::activate` (fused on burn-flex) at CLIP's and LLaMA's MLP widths.
 
 use std::time::Instant;
 
-use burn::tensor::{DType, Distribution, Tensor};
+use burn::tensor::{
+    activation::{sigmoid, silu},
+    module::attention as burn_attention,
+    ops::AttentionModuleOptions,
+    DType, Distribution, Tensor,
+};
 use vicrop::models::backend::Cpu;
-use vicrop::models::kernels::linear;
+use vicrop::models::config::Activation;
+use vicrop::models::kernels::{attention, linear};
+use vicrop::models::nn::activate;
 
-fn time<F: FnMut() -> Tensor<Cpu, 2>>(mut f: F, repeats: usize) -> f64 {
+fn time<const D: usize, F: FnMut() -> Tensor<Cpu, D>>(mut f: F, repeats: usize) -> f64 {
     let _ = f().into_data(); // warm-up
     let mut best = f64::INFINITY;
     for _ in 0..repeats {
@@ -73,5 +87,83 @@ fn main() {
                 );
             }
         }
+    }
+    attention_and_activations();
+}
+
+/// Attention and activations, burn's operations against vicrop's kernels (f32).
+fn attention_and_activations() {
+    let device = &Default::default();
+    let normal = Distribution::Normal(0.0, 1.0);
+    println!();
+    println!("| operation | burn ms | vicrop ms |");
+    println!("|---|---|---|");
+    // (name, heads, queries, keys, head dim, causal)
+    for (name, h, tq, tk, hd, causal) in [
+        ("CLIP attention, 16 x 577 x 64", 16, 577, 577, 64, false),
+        (
+            "LLaMA prefill attention, 32 x 600 x 128, causal",
+            32,
+            600,
+            600,
+            128,
+            true,
+        ),
+        (
+            "LLaMA answer after a prefix, 32 x 600 (1176 keys) x 128, causal",
+            32,
+            600,
+            1176,
+            128,
+            true,
+        ),
+    ] {
+        // Heads split off one projection output, as the models call it: views, not copies.
+        let heads = |t: usize, i: usize, qkv: &Tensor<Cpu, 3>| {
+            qkv.clone()
+                .reshape([1, t, 3 * h, hd])
+                .narrow(2, i * h, h)
+                .swap_dims(1, 2)
+        };
+        let qkv_q = Tensor::<Cpu, 3>::random([1, tq, 3 * h * hd], normal, device);
+        let qkv_k = Tensor::<Cpu, 3>::random([1, tk, 3 * h * hd], normal, device);
+        let (q, k, v) = (
+            heads(tq, 0, &qkv_q),
+            heads(tk, 1, &qkv_k),
+            heads(tk, 2, &qkv_k),
+        );
+        let options = AttentionModuleOptions {
+            is_causal: causal,
+            ..Default::default()
+        };
+        let burn = time(
+            || {
+                burn_attention(q.clone(), k.clone(), v.clone(), None, None, options)
+                    .swap_dims(1, 2)
+                    .reshape([1, tq, h * hd])
+            },
+            3,
+        );
+        let ours = time(|| attention(q.clone(), k.clone(), v.clone(), causal), 3);
+        println!("| {name} | {:.1} | {:.1} |", burn * 1e3, ours * 1e3);
+    }
+    for (name, act, shape) in [
+        (
+            "quick-GELU, 577 x 4096",
+            Activation::QuickGelu,
+            [1, 577, 4096],
+        ),
+        ("SiLU, 600 x 11008", Activation::Silu, [1, 600, 11008]),
+    ] {
+        let x = Tensor::<Cpu, 3>::random(shape, normal, device);
+        let burn = time(
+            || match act {
+                Activation::QuickGelu => x.clone() * sigmoid(x.clone() * 1.702),
+                _ => silu(x.clone()),
+            },
+            5,
+        );
+        let ours = time(|| activate(act, x.clone()), 5);
+        println!("| {name} | {:.1} | {:.1} |", burn * 1e3, ours * 1e3);
     }
 }
