@@ -13,8 +13,10 @@
 //! A second table times, in f32, burn's `attention` (heads merged afterwards, as the models
 //! used it) against `kernels::attention` for CLIP ViT-L/14-336 (16 heads of 577 positions,
 //! split off one `[577, 3072]` q/k/v projection), a 600-token LLaMA prefill and a 600-token
-//! answer after a 576-token prefix (32 heads of 128, causal); and burn's composed quick-GELU
-//! and SiLU against `nn::activate` (fused on burn-flex) at CLIP's and LLaMA's MLP widths.
+//! answer after a 576-token prefix (32 heads of 128, causal); burn's composed quick-GELU and
+//! SiLU against `nn::activate` (fused on burn-flex) at CLIP's and LLaMA's MLP widths; and
+//! burn's composed LayerNorm (CLIP's width), RMSNorm (LLaMA's) and product-then-bias (CLIP's
+//! first MLP layer) against `kernels::layer_norm`, `rms_norm` and `affine`.
 
 use std::time::Instant;
 
@@ -26,7 +28,7 @@ use burn::tensor::{
 };
 use vicrop::models::backend::Cpu;
 use vicrop::models::config::Activation;
-use vicrop::models::kernels::{attention, linear};
+use vicrop::models::kernels::{affine, attention, layer_norm, linear, rms_norm};
 use vicrop::models::nn::activate;
 
 fn time<const D: usize, F: FnMut() -> Tensor<Cpu, D>>(mut f: F, repeats: usize) -> f64 {
@@ -166,4 +168,53 @@ fn attention_and_activations() {
         let ours = time(|| activate(act, x.clone()), 5);
         println!("| {name} | {:.1} | {:.1} |", burn * 1e3, ours * 1e3);
     }
+    // The norms and a biased product as burn composes them (what the models ran before).
+    let eps = 1e-5;
+    let x = Tensor::<Cpu, 3>::random([1, 577, 1024], normal, device);
+    let (w, b) = (
+        Tensor::<Cpu, 1>::random([1024], normal, device),
+        Tensor::<Cpu, 1>::random([1024], normal, device),
+    );
+    let burn = time(
+        || {
+            let centred = x.clone() - x.clone().mean_dim(2);
+            let var = centred.clone().powi_scalar(2).mean_dim(2);
+            centred / (var + eps).sqrt() * w.clone().unsqueeze() + b.clone().unsqueeze()
+        },
+        5,
+    );
+    let ours = time(|| layer_norm(x.clone(), &w, &b, eps), 5);
+    println!(
+        "| LayerNorm, 577 x 1024 | {:.1} | {:.1} |",
+        burn * 1e3,
+        ours * 1e3
+    );
+    let x = Tensor::<Cpu, 3>::random([1, 600, 4096], normal, device);
+    let w = Tensor::<Cpu, 1>::random([4096], normal, device);
+    let burn = time(
+        || {
+            let ms = x.clone().powi_scalar(2).mean_dim(2);
+            x.clone() * (ms + eps).sqrt().recip() * w.clone().unsqueeze()
+        },
+        5,
+    );
+    let ours = time(|| rms_norm(x.clone(), &w, eps), 5);
+    println!(
+        "| RMSNorm, 600 x 4096 | {:.1} | {:.1} |",
+        burn * 1e3,
+        ours * 1e3
+    );
+    let x = Tensor::<Cpu, 3>::random([1, 577, 1024], normal, device);
+    let m = Tensor::<Cpu, 2>::random([1024, 4096], normal, device);
+    let b = Tensor::<Cpu, 1>::random([4096], normal, device);
+    let burn = time(
+        || x.clone().matmul(m.clone().unsqueeze()) + b.clone().unsqueeze(),
+        5,
+    );
+    let ours = time(|| affine(x.clone(), &m, Some(&b)), 5);
+    println!(
+        "| product and bias, [577x1024] x [1024x4096] + [4096] | {:.1} | {:.1} |",
+        burn * 1e3,
+        ours * 1e3
+    );
 }

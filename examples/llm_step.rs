@@ -8,16 +8,30 @@
 //!
 //! Prints one JSON object: the best of `REPEATS` (default 3) for a prefill of `POSITIONS`
 //! (default 600) random embeddings into an empty cache, final norm and next-token logits of the
-//! last position included, and for one decode step after it (one new position, logits
-//! included), and for one vision pass (random pixels through the vision tower and the
+//! last position included (the LM head as generation runs it, then a log-softmax and its
+//! maximum, as the Python side does), and for one decode step after it (one new position, the
+//! same logits), and for one vision pass (random pixels through the vision tower and the
 //! projector, as one answer's image). `DTYPE` is `f32` (default), `f16` or `bf16`. Model
 //! loading is excluded.
 
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
+use burn::tensor::activation::log_softmax;
 use burn::tensor::{backend::Backend, DType, Distribution, Tensor};
-use vicrop::models::{backend::Cpu, LlavaModel, LoadOptions};
+use vicrop::models::{backend::Cpu, llama::Llama, LlavaModel, LoadOptions};
+
+/// What a generation step does after the decoder: the LM head on the last position, then
+/// (as the Python side of `tools/bench_cpu.py`) its log-softmax and maximum, read back.
+fn next_token(llm: &Llama<Cpu>, hidden: Tensor<Cpu, 2>) -> Result<()> {
+    let t = hidden.dims()[0];
+    let logits = llm.logits(hidden.narrow(0, t - 1, 1)).cast(DType::F32);
+    let best = log_softmax(logits, 1).max().into_scalar();
+    if !best.is_finite() {
+        bail!("non-finite logits");
+    }
+    Ok(())
+}
 
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -67,14 +81,14 @@ fn main() -> Result<()> {
         let hidden = out
             .hidden
             .context("the forward returned no hidden states")?;
-        let _ = llm.top_log_prob(hidden.narrow(0, positions - 1, 1))?;
+        next_token(llm, hidden)?;
         let p = t.elapsed().as_secs_f64();
         let t = Instant::now();
         let out = llm.forward(step.clone(), &mut cache, None)?;
         let hidden = out
             .hidden
             .context("the forward returned no hidden states")?;
-        let _ = llm.top_log_prob(hidden)?;
+        next_token(llm, hidden)?;
         let s = t.elapsed().as_secs_f64();
         let t = Instant::now();
         let features = model.net().encode_images(pixels.clone());

@@ -83,11 +83,7 @@ impl<B: Backend> Linear<B> {
 
     /// `x: [.., T, in] -> [.., T, out]`.
     pub fn forward<const D: usize>(&self, x: Tensor<B, D>) -> Tensor<B, D> {
-        let y = crate::kernels::linear(x, &self.weight_t);
-        match &self.bias {
-            Some(b) => y + b.clone().unsqueeze(),
-            None => y,
-        }
+        crate::kernels::affine(x, &self.weight_t, self.bias.as_ref())
     }
 }
 
@@ -114,11 +110,7 @@ impl<B: Backend> LayerNorm<B> {
 
     /// `x: [.., d] -> [.., d]`.
     pub fn forward<const D: usize>(&self, x: Tensor<B, D>) -> Tensor<B, D> {
-        let mean = x.clone().mean_dim(D - 1);
-        let centred = x - mean;
-        let var = centred.clone().powi_scalar(2).mean_dim(D - 1);
-        let normed = centred / (var + self.eps).sqrt();
-        normed * self.weight.clone().unsqueeze() + self.bias.clone().unsqueeze()
+        crate::kernels::layer_norm(x, &self.weight, &self.bias, self.eps)
     }
 }
 
@@ -142,11 +134,7 @@ impl<B: Backend> RmsNorm<B> {
 
     /// `x: [.., d] -> [.., d]`.
     pub fn forward<const D: usize>(&self, x: Tensor<B, D>) -> Tensor<B, D> {
-        let dtype = x.dtype();
-        let x32 = x.cast(DType::F32);
-        let var = x32.clone().powi_scalar(2).mean_dim(D - 1);
-        let normed = (x32 * (var + self.eps).sqrt().recip()).cast(dtype);
-        normed * self.weight.clone().unsqueeze()
+        crate::kernels::rms_norm(x, &self.weight, self.eps)
     }
 }
 

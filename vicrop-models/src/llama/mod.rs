@@ -20,7 +20,7 @@ use burn::module::Module;
 use crate::config::{Activation, LlamaConfig};
 use crate::error::{ModelError, Result};
 use crate::kernels;
-use crate::nn::{activate, grad_tap, softmax_f32, Linear, LoadCtx, RmsNorm};
+use crate::nn::{grad_tap, softmax_f32, Linear, LoadCtx, RmsNorm};
 
 /// Vocabulary entries per LM-head block when a gradient flows through the LM head
 /// ([`Llama::top_log_prob`]).
@@ -39,10 +39,50 @@ struct DecoderLayer<B: Backend> {
     down: Linear<B>,
 }
 
+/// Positions by which a layer's key and value buffers grow: a decoding step writes its
+/// position in place, and only every `CACHE_STEP`-th step or so moves the cache to a larger
+/// buffer (instead of concatenating, which copies the whole cache at every step).
+pub const CACHE_STEP: usize = 64;
+
+/// One layer's keys and values: buffers `[b, kv_heads, capacity, head_dim]` whose first `len`
+/// positions hold data.
+#[derive(Debug, Clone)]
+struct LayerKv<B: Backend> {
+    k: Tensor<B, 4>,
+    v: Tensor<B, 4>,
+    len: usize,
+}
+
+impl<B: Backend> LayerKv<B> {
+    /// The cached positions, as views of the buffers.
+    fn views(&self) -> (Tensor<B, 4>, Tensor<B, 4>) {
+        (
+            self.k.clone().narrow(2, 0, self.len),
+            self.v.clone().narrow(2, 0, self.len),
+        )
+    }
+}
+
+/// Room for `need` positions and up to [`CACHE_STEP`] more.
+fn capacity_for(need: usize) -> usize {
+    (need / CACHE_STEP + 1) * CACHE_STEP
+}
+
+/// `x [b, h, n, d]` followed by zeros up to `capacity` positions.
+fn with_room<B: Backend>(x: Tensor<B, 4>, capacity: usize) -> Tensor<B, 4> {
+    let [b, h, n, d] = x.dims();
+    let pad = Tensor::zeros([b, h, capacity - n, d], (&x.device(), x.dtype()));
+    Tensor::cat(vec![x, pad], 2)
+}
+
 /// Per-layer keys and values of the positions processed so far.
+///
+/// Each layer keeps preallocated buffers and writes new positions into them in place
+/// (`slice_assign` on a buffer this cache alone holds; a clone shares the buffers and the
+/// first write to a shared one copies it, so clones never see each other's positions).
 #[derive(Debug, Clone)]
 pub struct KvCache<B: Backend> {
-    layers: Vec<Option<(Tensor<B, 4>, Tensor<B, 4>)>>,
+    layers: Vec<Option<LayerKv<B>>>,
     len: usize,
 }
 
@@ -65,14 +105,14 @@ impl<B: Backend> KvCache<B> {
         self.len == 0
     }
 
-    /// Keeps only the first `len` positions (e.g. a shared `[BOS, image]` prefix).
+    /// Keeps only the first `len` positions (e.g. a shared `[BOS, image]` prefix). The
+    /// buffers keep their size; later positions are overwritten by the next forward.
     pub fn truncate(&mut self, len: usize) {
         if len >= self.len {
             return;
         }
-        for (k, v) in self.layers.iter_mut().flatten() {
-            *k = k.clone().narrow(2, 0, len);
-            *v = v.clone().narrow(2, 0, len);
+        for layer in self.layers.iter_mut().flatten() {
+            layer.len = layer.len.min(len);
         }
         self.len = len;
     }
@@ -83,6 +123,41 @@ impl<B: Backend> KvCache<B> {
         self.layers.iter().take_while(|l| l.is_some()).count()
     }
 
+    /// Appends `k`, `v` (`[b, kv_heads, t, head_dim]`) to layer `index` and returns all of its
+    /// cached positions, new ones included, as views.
+    fn append(
+        &mut self,
+        index: usize,
+        k: Tensor<B, 4>,
+        v: Tensor<B, 4>,
+    ) -> (Tensor<B, 4>, Tensor<B, 4>) {
+        let t = k.dims()[2];
+        let layer = match self.layers[index].take() {
+            None => LayerKv {
+                k: with_room(k, capacity_for(t)),
+                v: with_room(v, capacity_for(t)),
+                len: t,
+            },
+            Some(mut layer) => {
+                let need = layer.len + t;
+                if need > layer.k.dims()[2] {
+                    let (pk, pv) = layer.views();
+                    layer.k = with_room(pk, capacity_for(need));
+                    layer.v = with_room(pv, capacity_for(need));
+                }
+                let [b, h, _, d] = k.dims();
+                let at = [0..b, 0..h, layer.len..need, 0..d];
+                layer.k = layer.k.slice_assign(at.clone(), k);
+                layer.v = layer.v.slice_assign(at, v);
+                layer.len = need;
+                layer
+            }
+        };
+        let views = layer.views();
+        self.layers[index] = Some(layer);
+        views
+    }
+
     /// The same keys and values on an autodiff backend (not tracked: gradients stop here).
     pub fn lift<A: AutodiffBackend<InnerBackend = B>>(&self) -> KvCache<A> {
         KvCache {
@@ -90,8 +165,10 @@ impl<B: Backend> KvCache<B> {
                 .layers
                 .iter()
                 .map(|l| {
-                    l.as_ref().map(|(k, v)| {
-                        (Tensor::from_inner(k.clone()), Tensor::from_inner(v.clone()))
+                    l.as_ref().map(|l| LayerKv {
+                        k: Tensor::from_inner(l.k.clone()),
+                        v: Tensor::from_inner(l.v.clone()),
+                        len: l.len,
                     })
                 })
                 .collect(),
@@ -109,8 +186,11 @@ impl<A: AutodiffBackend> KvCache<A> {
                 .layers
                 .iter()
                 .map(|l| {
-                    l.as_ref()
-                        .map(|(k, v)| (k.clone().inner(), v.clone().inner()))
+                    l.as_ref().map(|l| LayerKv {
+                        k: l.k.clone().inner(),
+                        v: l.v.clone().inner(),
+                        len: l.len,
+                    })
                 })
                 .collect(),
             len: self.len,
@@ -175,6 +255,34 @@ pub struct Llama<B: Backend> {
     /// `[head_dim / 2]` rotary inverse frequencies, as transformers computes them in f32.
     #[module(skip)]
     inv_freq: Vec<f32>,
+    /// Rotary `cos` and `sin` for the first [`ROPE_TABLE`] positions (or the model's
+    /// maximum, if smaller), `[positions, head_dim]` in the compute dtype, made once at load
+    /// time on the device: a forward reads its rows as a view instead of computing and
+    /// uploading them.
+    rope_cos: Tensor<B, 2>,
+    rope_sin: Tensor<B, 2>,
+}
+
+/// Positions of the precomputed rotary table at most (4 MB in f32 at head dim 128); later
+/// positions are computed per forward.
+pub const ROPE_TABLE: usize = 8192;
+
+/// Rotary `(cos, sin)` for positions `start..start + t`, `t x head_dim` values each in
+/// transformers' layout (the frequencies repeated across the two halves), in f32.
+fn rotary_values(inv_freq: &[f32], start: usize, t: usize) -> (Vec<f32>, Vec<f32>) {
+    let hd = 2 * inv_freq.len();
+    let mut cos = Vec::with_capacity(t * hd);
+    let mut sin = Vec::with_capacity(t * hd);
+    for pos in start..start + t {
+        for _ in 0..2 {
+            for &f in inv_freq {
+                let angle = pos as f32 * f;
+                cos.push(angle.cos());
+                sin.push(angle.sin());
+            }
+        }
+    }
+    (cos, sin)
 }
 
 impl<B: Backend> Llama<B> {
@@ -222,12 +330,20 @@ impl<B: Backend> Llama<B> {
         } else {
             ctx.transposed(&head_name, &[cfg.vocab_size, d])?
         };
-        let inv_freq = (0..hd / 2)
+        let inv_freq: Vec<f32> = (0..hd / 2)
             .map(|i| {
                 let exponent = (2 * i) as f32 / hd as f32;
                 1.0 / (cfg.rope_theta as f32).powf(exponent)
             })
             .collect();
+        let table = ROPE_TABLE.min(cfg.max_position_embeddings.max(1));
+        let (cos, sin) = rotary_values(&inv_freq, 0, table);
+        let on_device = |v: Vec<f32>| {
+            Tensor::<B, 2>::from_data(
+                TensorData::new(v, [table, hd]).convert_dtype(ctx.dtype),
+                (ctx.device, ctx.dtype),
+            )
+        };
         Ok(Self {
             cfg: cfg.clone(),
             act,
@@ -236,6 +352,8 @@ impl<B: Backend> Llama<B> {
             norm,
             lm_head_t,
             inv_freq,
+            rope_cos: on_device(cos),
+            rope_sin: on_device(sin),
         })
     }
 
@@ -311,19 +429,19 @@ impl<B: Backend> Llama<B> {
         device: &B::Device,
         dtype: DType,
     ) -> (Tensor<B, 4>, Tensor<B, 4>) {
-        let half = self.inv_freq.len();
-        let hd = 2 * half;
-        let mut cos = Vec::with_capacity(t * hd);
-        let mut sin = Vec::with_capacity(t * hd);
-        for pos in start..start + t {
-            for _ in 0..2 {
-                for &f in &self.inv_freq {
-                    let angle = pos as f32 * f;
-                    cos.push(angle.cos());
-                    sin.push(angle.sin());
+        let hd = 2 * self.inv_freq.len();
+        if start + t <= self.rope_cos.dims()[0] {
+            let rows = |table: &Tensor<B, 2>| {
+                let r = table.clone().narrow(0, start, t).reshape([1, 1, t, hd]);
+                if r.dtype() == dtype {
+                    r
+                } else {
+                    r.cast(dtype)
                 }
-            }
+            };
+            return (rows(&self.rope_cos), rows(&self.rope_sin));
         }
+        let (cos, sin) = rotary_values(&self.inv_freq, start, t);
         let make = |v: Vec<f32>| {
             Tensor::<B, 4>::from_data(
                 TensorData::new(v, [1, 1, t, hd]).convert_dtype(dtype),
@@ -428,11 +546,7 @@ impl<B: Backend> Llama<B> {
         let v = layer.v.forward(y).reshape([b, t, kvh, hd]).swap_dims(1, 2);
         let q = rope(q, cos, sin);
         let k = rope(k, cos, sin);
-        let (k, v) = match cache.layers[index].take() {
-            Some((pk, pv)) => (Tensor::cat(vec![pk, k], 2), Tensor::cat(vec![pv, v], 2)),
-            None => (k, v),
-        };
-        cache.layers[index] = Some((k.clone(), v.clone()));
+        let (k, v) = cache.append(index, k, v);
         let s = k.dims()[2];
         let k = repeat_kv(k, h / kvh);
         let v = repeat_kv(v, h / kvh);
@@ -476,9 +590,11 @@ impl<B: Backend> Llama<B> {
         }; // [b, t, h * hd]
         let x = x + layer.o.forward(ctx);
         let y = layer.post_norm.forward(x.clone());
-        let y = layer
-            .down
-            .forward(activate(self.act, layer.gate.forward(y.clone())) * layer.up.forward(y));
+        let y = layer.down.forward(kernels::gated_product(
+            self.act,
+            layer.gate.forward(y.clone()),
+            layer.up.forward(y),
+        ));
         (x + y, row)
     }
 }
