@@ -386,19 +386,22 @@ mod flex {
             }
         }
 
+        /// Storage index of row `t` of head `(b, h)` (in bounds: `(b, h, t)` indexes the
+        /// view, whose non-negative strides address its storage).
+        fn at(&self, b: usize, h: usize, t: usize) -> usize {
+            let [sb, sh, st] = self.strides;
+            (self.start + b as isize * sb + h as isize * sh + t as isize * st) as usize
+        }
+
         /// The first `len` elements of row `t` of head `(b, h)`.
         fn slice(&self, b: usize, h: usize, t: usize, len: usize) -> &'a [f32] {
-            let [sb, sh, st] = self.strides;
-            let at = (self.start + b as isize * sb + h as isize * sh + t as isize * st) as usize;
+            let at = self.at(b, h, t);
             &self.data[at..at + len]
         }
 
-        /// Pointer to row `t` of head `(b, h)`.
+        /// Pointer to row `t` of head `(b, h)`, for gemm to read with the view's strides.
         fn row(&self, b: usize, h: usize, t: usize) -> *const f32 {
-            let [sb, sh, st] = self.strides;
-            let at = self.start + b as isize * sb + h as isize * sh + t as isize * st;
-            // In bounds: `(b, h, t)` indexes the view, whose layout addresses its storage.
-            self.data[at as usize..].as_ptr()
+            self.data[self.at(b, h, t)..].as_ptr()
         }
     }
 
@@ -464,14 +467,17 @@ mod flex {
                         *s = fastmath::dot(qrow, kh.slice(bi, hi, j, d)) * scale;
                     }
                     fastmath::softmax(scores);
-                    let mut acc = vec![0f32; dv];
+                    // SAFETY: this piece's row of its head's columns in `merged` (zeros so
+                    // far), which no other piece writes.
+                    let row = unsafe {
+                        std::slice::from_raw_parts_mut(
+                            out.at(((bi * tq + start) * h + hi) * dv),
+                            dv,
+                        )
+                    };
                     for (j, &p) in scores.iter().enumerate() {
-                        fastmath::add_scaled(p, vh.slice(bi, hi, j, dv), &mut acc);
+                        fastmath::add_scaled(p, vh.slice(bi, hi, j, dv), row);
                     }
-                    let at = ((bi * tq + start) * h + hi) * dv;
-                    // SAFETY: `at..at + dv` is this piece's row of its head's columns in
-                    // `merged`, which no other piece writes.
-                    unsafe { std::ptr::copy_nonoverlapping(acc.as_ptr(), out.at(at), dv) };
                     return;
                 }
                 // SAFETY: each operand is described by its own view's strides and shape
@@ -777,8 +783,16 @@ mod flex {
             chunks.remainder().iter().map(|&x| f(x)).sum::<f32>() + sums.iter().sum::<f32>()
         }
 
+        /// The norms ignore `FMA` (it is there for `dispatch!`): they keep the composed
+        /// versions' unfused rounding.
         #[inline(always)]
-        fn layer_norm_body(x: &[f32], w: &[f32], b: &[f32], eps: f32, out: &mut [f32]) {
+        fn layer_norm_body<const FMA: bool>(
+            x: &[f32],
+            w: &[f32],
+            b: &[f32],
+            eps: f32,
+            out: &mut [f32],
+        ) {
             let d = x.len() as f32;
             let mean = sum_by_lanes(x, |v| v) / d;
             let var = sum_by_lanes(x, |v| (v - mean) * (v - mean)) / d;
@@ -789,7 +803,7 @@ mod flex {
         }
 
         #[inline(always)]
-        fn rms_norm_body(x: &[f32], w: &[f32], eps: f32, out: &mut [f32]) {
+        fn rms_norm_body<const FMA: bool>(x: &[f32], w: &[f32], eps: f32, out: &mut [f32]) {
             let ms = sum_by_lanes(x, |v| v * v) / x.len() as f32;
             let inv = 1.0 / (ms + eps).sqrt();
             for ((o, &v), &w) in out.iter_mut().zip(x).zip(w) {
@@ -797,59 +811,11 @@ mod flex {
             }
         }
 
-        #[cfg(target_arch = "x86_64")]
-        #[target_feature(enable = "avx2,fma")]
-        fn layer_norm_avx2(x: &[f32], w: &[f32], b: &[f32], eps: f32, out: &mut [f32]) {
-            layer_norm_body(x, w, b, eps, out)
-        }
-
-        #[cfg(target_arch = "x86_64")]
-        #[target_feature(enable = "avx2,fma")]
-        fn rms_norm_avx2(x: &[f32], w: &[f32], eps: f32, out: &mut [f32]) {
-            rms_norm_body(x, w, eps, out)
-        }
-
-        /// LayerNorm of one row: `(x - mean) / sqrt(var + eps) * w + b`.
-        pub fn layer_norm(x: &[f32], w: &[f32], b: &[f32], eps: f32, out: &mut [f32]) {
-            #[cfg(target_arch = "x86_64")]
-            if has_avx2() {
-                // SAFETY: the CPU has AVX2 and FMA (checked just above).
-                return unsafe { layer_norm_avx2(x, w, b, eps, out) };
-            }
-            layer_norm_body(x, w, b, eps, out)
-        }
-
-        /// RMSNorm of one row: `x / sqrt(mean(x^2) + eps) * w`.
-        pub fn rms_norm(x: &[f32], w: &[f32], eps: f32, out: &mut [f32]) {
-            #[cfg(target_arch = "x86_64")]
-            if has_avx2() {
-                // SAFETY: the CPU has AVX2 and FMA (checked just above).
-                return unsafe { rms_norm_avx2(x, w, eps, out) };
-            }
-            rms_norm_body(x, w, eps, out)
-        }
-
         #[inline(always)]
         fn gated_times_body<const FMA: bool>(a: f32, gate: &[f32], up: &[f32], out: &mut [f32]) {
             for ((o, &g), &u) in out.iter_mut().zip(gate).zip(up) {
                 *o = g * (1.0 / (1.0 + exp::<FMA>(-(a * g)))) * u;
             }
-        }
-
-        #[cfg(target_arch = "x86_64")]
-        #[target_feature(enable = "avx2,fma")]
-        fn gated_times_avx2(a: f32, gate: &[f32], up: &[f32], out: &mut [f32]) {
-            gated_times_body::<true>(a, gate, up, out)
-        }
-
-        /// `out = gate * sigmoid(a gate) * up`, as [`gated`] then a product.
-        pub fn gated_times(a: f32, gate: &[f32], up: &[f32], out: &mut [f32]) {
-            #[cfg(target_arch = "x86_64")]
-            if has_avx2() {
-                // SAFETY: the CPU has AVX2 and FMA (checked just above).
-                return unsafe { gated_times_avx2(a, gate, up, out) };
-            }
-            gated_times_body::<false>(a, gate, up, out)
         }
 
         #[inline(always)]
@@ -877,74 +843,63 @@ mod flex {
             }
         }
 
-        #[cfg(target_arch = "x86_64")]
-        #[target_feature(enable = "avx2,fma")]
-        fn dot_avx2(a: &[f32], b: &[f32]) -> f32 {
-            dot_body::<true>(a, b)
+        /// Defines `pub fn $name(args) -> ret` calling `$body::<FMA>(args)`: compiled for AVX2
+        /// with FMA (`FMA = true`) and run that way when the CPU has them, else the build's
+        /// baseline (`FMA = false`).
+        macro_rules! dispatch {
+            (
+                $(#[$doc:meta])*
+                fn $name:ident($($arg:ident: $ty:ty),*) $(-> $ret:ty)? = $body:ident
+            ) => {
+                $(#[$doc])*
+                pub fn $name($($arg: $ty),*) $(-> $ret)? {
+                    #[cfg(target_arch = "x86_64")]
+                    {
+                        #[target_feature(enable = "avx2,fma")]
+                        fn avx2($($arg: $ty),*) $(-> $ret)? {
+                            $body::<true>($($arg),*)
+                        }
+                        if std::is_x86_feature_detected!("avx2")
+                            && std::is_x86_feature_detected!("fma")
+                        {
+                            // SAFETY: the CPU has AVX2 and FMA (checked just above).
+                            return unsafe { avx2($($arg),*) };
+                        }
+                    }
+                    $body::<false>($($arg),*)
+                }
+            };
         }
 
-        #[cfg(target_arch = "x86_64")]
-        #[target_feature(enable = "avx2,fma")]
-        fn add_scaled_avx2(p: f32, x: &[f32], acc: &mut [f32]) {
-            add_scaled_body::<true>(p, x, acc)
+        dispatch! {
+            /// Softmax of one row in place, in f32.
+            fn softmax(row: &mut [f32]) = softmax_body
         }
-
-        /// `a · b` (equal lengths), in [`LANES`] partial sums.
-        pub fn dot(a: &[f32], b: &[f32]) -> f32 {
-            #[cfg(target_arch = "x86_64")]
-            if has_avx2() {
-                // SAFETY: the CPU has AVX2 and FMA (checked just above).
-                return unsafe { dot_avx2(a, b) };
-            }
-            dot_body::<false>(a, b)
+        dispatch! {
+            /// `out = x * sigmoid(a x)`, torch's `sigmoid(z) = 1 / (1 + e^-z)`: quick-GELU for
+            /// `a = 1.702`, SiLU for `a = 1`.
+            fn gated(a: f32, src: &[f32], out: &mut [f32]) = gated_body
         }
-
-        /// `acc += p x`.
-        pub fn add_scaled(p: f32, x: &[f32], acc: &mut [f32]) {
-            #[cfg(target_arch = "x86_64")]
-            if has_avx2() {
-                // SAFETY: the CPU has AVX2 and FMA (checked just above).
-                return unsafe { add_scaled_avx2(p, x, acc) };
-            }
-            add_scaled_body::<false>(p, x, acc)
+        dispatch! {
+            /// `out = gate * sigmoid(a gate) * up`, as [`gated`] then a product.
+            fn gated_times(a: f32, gate: &[f32], up: &[f32], out: &mut [f32]) = gated_times_body
         }
-
-        #[cfg(target_arch = "x86_64")]
-        #[target_feature(enable = "avx2,fma")]
-        fn softmax_avx2(row: &mut [f32]) {
-            softmax_body::<true>(row)
+        dispatch! {
+            /// LayerNorm of one row: `(x - mean) / sqrt(var + eps) * w + b`.
+            fn layer_norm(x: &[f32], w: &[f32], b: &[f32], eps: f32, out: &mut [f32])
+                = layer_norm_body
         }
-
-        #[cfg(target_arch = "x86_64")]
-        #[target_feature(enable = "avx2,fma")]
-        fn gated_avx2(a: f32, src: &[f32], out: &mut [f32]) {
-            gated_body::<true>(a, src, out)
+        dispatch! {
+            /// RMSNorm of one row: `x / sqrt(mean(x^2) + eps) * w`.
+            fn rms_norm(x: &[f32], w: &[f32], eps: f32, out: &mut [f32]) = rms_norm_body
         }
-
-        #[cfg(target_arch = "x86_64")]
-        fn has_avx2() -> bool {
-            std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma")
+        dispatch! {
+            /// `a · b` (equal lengths), in [`LANES`] partial sums.
+            fn dot(a: &[f32], b: &[f32]) -> f32 = dot_body
         }
-
-        /// Softmax of one row in place, in f32.
-        pub fn softmax(row: &mut [f32]) {
-            #[cfg(target_arch = "x86_64")]
-            if has_avx2() {
-                // SAFETY: the CPU has AVX2 and FMA (checked just above).
-                return unsafe { softmax_avx2(row) };
-            }
-            softmax_body::<false>(row)
-        }
-
-        /// `out = x * sigmoid(a x)`, torch's `sigmoid(z) = 1 / (1 + e^-z)`: quick-GELU for
-        /// `a = 1.702`, SiLU for `a = 1`.
-        pub fn gated(a: f32, src: &[f32], out: &mut [f32]) {
-            #[cfg(target_arch = "x86_64")]
-            if has_avx2() {
-                // SAFETY: the CPU has AVX2 and FMA (checked just above).
-                return unsafe { gated_avx2(a, src, out) };
-            }
-            gated_body::<false>(a, src, out)
+        dispatch! {
+            /// `acc += p x`.
+            fn add_scaled(p: f32, x: &[f32], acc: &mut [f32]) = add_scaled_body
         }
     }
 }
