@@ -13,7 +13,8 @@
 #      methods; the largest map difference against f32 and whether boxes and greedy tokens agree.
 #   3. A random-weight LLaVA-1.5-7B-shaped checkpoint built on the spot (tools/gpu_check.py,
 #      from the committed tools/llava-7b-manifest.json), then `vicrop crop` in bf16 for the
-#      three methods: load and run times, and peak GPU memory.
+#      three methods: load and run times, and peak GPU memory; rel-att once more with
+#      VICROP_CUBE_KERNELS=0 (burn's operations instead of vicrop's cubecl kernels), to time both.
 #
 # Needs python3 with torch and safetensors (for step 3), nvidia-smi, and CUDA's libraries under
 # $CUDA_PATH (default /usr/local/cuda). Each step has a time limit; the whole is meant to finish in
@@ -98,27 +99,34 @@ if [ ! -f "$MODEL/model.safetensors.index.json" ]; then
 fi
 say "$(tail -1 "$OUT/make-model.txt" 2>/dev/null) ($(elapsed) since start)"
 say ""
-say "| method | load s | run s | peak GPU memory MiB | answer tokens | box |"
-say "|---|---:|---:|---:|---|---|"
-for method in rel-att grad-att pure-grad; do
-    nvidia-smi --query-gpu=memory.used --format=csv,noheader,nounits -lms 200 > "$OUT/7b-$method.mem" 2>/dev/null &
+say "| method | load s | run s | vision / prefill / decode / map / final answer ms | peak GPU memory MiB | answer tokens | box |"
+say "|---|---:|---:|---|---:|---|---|"
+for run in rel-att grad-att pure-grad rel-att:burn-ops; do
+    method=${run%%:*}
+    kernels=1
+    [ "$run" = "$method" ] || kernels=0
+    nvidia-smi --query-gpu=memory.used --format=csv,noheader,nounits -lms 200 > "$OUT/7b-$run.mem" 2>/dev/null &
     SMI=$!
-    (cd "$DIR" && timeout 180 "$VICROP" crop --model "$MODEL" --image "$VICROP_FIXTURES/images/chelsea.png" \
+    (cd "$DIR" && VICROP_CUBE_KERNELS=$kernels timeout 180 "$VICROP" crop --model "$MODEL" --image "$VICROP_FIXTURES/images/chelsea.png" \
         --question "What is the animal in the image?" --method "$method" --device cuda --dtype bf16 \
-        --max-new-tokens 10 --json) > "$OUT/7b-$method.json" 2> "$OUT/7b-$method.err"
+        --max-new-tokens 10 --json) > "$OUT/7b-$run.json" 2> "$OUT/7b-$run.err"
     rc=$?
     kill "$SMI" 2>/dev/null; wait "$SMI" 2>/dev/null
-    peak=$(sort -n "$OUT/7b-$method.mem" | tail -1)
+    peak=$(sort -n "$OUT/7b-$run.mem" | tail -1)
     row=$(python3 -c '
 import json, sys
+path, peak, rc = sys.argv[1:4]
 try:
-    d = json.load(open(sys.argv[1]))
+    d = json.load(open(path))
     t = d["timing"]
-    print(f"{t[\"load_s\"]:.1f} | {t[\"run_s\"]:.1f} | {sys.argv[2]} | {len(d[\"answer_token_ids\"])}+{len(d[\"crop_answer_token_ids\"])} | {d[\"bbox\"]}")
-except Exception as e:
-    print(f"failed (exit {sys.argv[3]}) | | {sys.argv[2]} | | ")
-' "$OUT/7b-$method.json" "${peak:-?}" "$rc")
-    say "| $method | $row |"
+    ms = d.get("timings_ms", {})
+    stages = " / ".join("%.0f" % ms.get(k, float("nan")) for k in ("vision", "prefill", "decode", "map", "final_answer"))
+    tokens = "%d+%d" % (len(d["answer_token_ids"]), len(d["crop_answer_token_ids"]))
+    print("%.1f | %.1f | %s | %s | %s | %s" % (t["load_s"], t["run_s"], stages, peak, tokens, d["bbox"]))
+except Exception:
+    print("failed (exit %s) | | | %s | | " % (rc, peak))
+' "$OUT/7b-$run.json" "${peak:-?}" "$rc")
+    say "| $run | $row |"
 done
 say ""
 say "($(elapsed) since start)"

@@ -1,6 +1,6 @@
-//! The operations the CPU backend does poorly at our shapes: a single row times a weight
-//! matrix, attention over a few hundred positions, the sigmoid-gated activations, the norms
-//! and bias adds.
+//! The operations burn's backends do poorly at our shapes, and the dispatch to vicrop's own
+//! kernels for them. On the CPU: a single row times a weight matrix, attention over a few
+//! hundred positions, the sigmoid-gated activations, the norms and bias adds.
 //!
 //! **One row times a matrix.** Every generated token runs each linear layer and the LM head on
 //! one row (`m = 1`). For that shape the `gemm` crate under burn-flex reaches about two thirds
@@ -35,6 +35,10 @@
 //!
 //! `tools/bench_cpu.py`, `examples/llm_step.rs` and `examples/cpu_kernels.rs` measure them;
 //! the numbers are in `docs/performance.md`.
+//!
+//! **GPU backends.** On burn-cuda and burn-wgpu, RMSNorm, the gated product, rotary embedding,
+//! ViCrop's attention row ([`attention_row`]) and one-row products run on vicrop's own cubecl
+//! kernels (the `cube` submodule, built with the `cuda` or `wgpu` feature).
 
 use burn::tensor::{
     backend::Backend, module::attention as burn_attention, ops::AttentionModuleOptions, Tensor,
@@ -44,6 +48,10 @@ use burn::tensor::{
 pub fn linear<B: Backend, const D: usize>(x: Tensor<B, D>, w: &Tensor<B, 2>) -> Tensor<B, D> {
     #[cfg(feature = "flex")]
     if let Some(y) = flex::row_times_matrix(&x, w) {
+        return y;
+    }
+    #[cfg(any(feature = "cuda", feature = "wgpu"))]
+    if let Some(y) = cube::row_times_matrix(&x, w) {
         return y;
     }
     x.matmul(w.clone().unsqueeze())
@@ -102,6 +110,10 @@ pub fn rms_norm<B: Backend, const D: usize>(
     if let Some(y) = flex::norm(&x, weight, None, eps) {
         return y;
     }
+    #[cfg(any(feature = "cuda", feature = "wgpu"))]
+    if let Some(y) = cube::rms_norm(&x, weight, eps) {
+        return y;
+    }
     let dtype = x.dtype();
     let x32 = x.cast(burn::tensor::DType::F32);
     let var = x32.clone().powi_scalar(2).mean_dim(D - 1);
@@ -148,6 +160,10 @@ pub fn gated_product<B: Backend, const D: usize>(
     if let Some(y) = flex::gated_product(act, &gate, &up) {
         return y;
     }
+    #[cfg(any(feature = "cuda", feature = "wgpu"))]
+    if let Some(y) = cube::gated_product(act, &gate, &up) {
+        return y;
+    }
     crate::nn::activate(act, gate) * up
 }
 
@@ -164,6 +180,49 @@ pub fn fused_activation<B: Backend, const D: usize>(
     let _ = (act, x);
     None
 }
+
+/// Whether layers that read the same input should run as one product on backend `B`
+/// ([`crate::nn::Projections`]): on the GPU backends, unless `VICROP_CUBE_KERNELS=0`.
+pub fn fuses_projections<B: Backend>() -> bool {
+    #[cfg(any(feature = "cuda", feature = "wgpu"))]
+    if cube::is_cube::<B>() {
+        return true;
+    }
+    false
+}
+
+/// Rotary position embedding, `x cos + rotate_half(x) sin` with `rotate_half(x) = cat(-x2,
+/// x1)` over the last axis: `x [b, h, t, d]` (any strides), `cos`, `sin` `[1, 1, t, d]` in `x`'s
+/// dtype. One kernel on the GPU backends; burn's operations elsewhere.
+pub fn rotary<B: Backend>(x: Tensor<B, 4>, cos: &Tensor<B, 4>, sin: &Tensor<B, 4>) -> Tensor<B, 4> {
+    #[cfg(any(feature = "cuda", feature = "wgpu"))]
+    if let Some(y) = cube::rotary(&x, cos, sin) {
+        return y;
+    }
+    let hd = x.dims()[3];
+    let x1 = x.clone().narrow(3, 0, hd / 2);
+    let x2 = x.clone().narrow(3, hd / 2, hd / 2);
+    let rotated = Tensor::cat(vec![x2.neg(), x1], 3);
+    x * cos.clone() + rotated * sin.clone()
+}
+
+/// The attention probabilities of one query over every key, per head, in f32: `softmax(q kᵀ ·
+/// scale)` for `q [b, h, 1, d]`, `k [b, h, s, d]` -> `[b * h, s]`. The scores are rounded to the
+/// inputs' dtype (as a product in that dtype is) before the f32 softmax. One kernel on the GPU
+/// backends; burn's product and softmax elsewhere, autodiff included.
+pub fn attention_row<B: Backend>(q: Tensor<B, 4>, k: Tensor<B, 4>, scale: f64) -> Tensor<B, 2> {
+    #[cfg(any(feature = "cuda", feature = "wgpu"))]
+    if let Some(y) = cube::attention_row(&q, &k, scale) {
+        return y;
+    }
+    let [b, h, _, _] = q.dims();
+    let s = k.dims()[2];
+    let scores = q.matmul(k.swap_dims(2, 3)) * scale; // [b, h, 1, s]
+    crate::nn::softmax_f32(scores).reshape([b * h, s])
+}
+
+#[cfg(any(feature = "cuda", feature = "wgpu"))]
+mod cube;
 
 #[cfg(feature = "flex")]
 mod flex {

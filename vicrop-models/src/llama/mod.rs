@@ -20,7 +20,7 @@ use burn::module::Module;
 use crate::config::{Activation, LlamaConfig};
 use crate::error::{ModelError, Result};
 use crate::kernels;
-use crate::nn::{grad_tap, softmax_f32, Linear, LoadCtx, RmsNorm};
+use crate::nn::{grad_tap, Linear, LoadCtx, Projections, RmsNorm};
 
 /// Vocabulary entries per LM-head block when a gradient flows through the LM head
 /// ([`Llama::top_log_prob`]).
@@ -29,13 +29,12 @@ pub const VOCAB_BLOCK: usize = 2048;
 #[derive(Module, Debug)]
 struct DecoderLayer<B: Backend> {
     input_norm: RmsNorm<B>,
-    q: Linear<B>,
-    k: Linear<B>,
-    v: Linear<B>,
+    /// q, k and v.
+    qkv: Projections<B>,
     o: Linear<B>,
     post_norm: RmsNorm<B>,
-    gate: Linear<B>,
-    up: Linear<B>,
+    /// The MLP's gate and up projections.
+    gate_up: Projections<B>,
     down: Linear<B>,
 }
 
@@ -299,20 +298,27 @@ impl<B: Backend> Llama<B> {
             [cfg.vocab_size, d],
         )?;
         let mut layers = Vec::with_capacity(cfg.num_hidden_layers);
+        let fuse = crate::kernels::fuses_projections::<B>();
         for i in 0..cfg.num_hidden_layers {
             let lp = format!("{prefix}.model.layers.{i}");
             let eps = cfg.rms_norm_eps;
             let ab = cfg.attention_bias;
             let mb = cfg.mlp_bias;
+            let qkv = vec![
+                Linear::load(ctx, &format!("{lp}.self_attn.q_proj"), d, h * hd, ab)?,
+                Linear::load(ctx, &format!("{lp}.self_attn.k_proj"), d, kv * hd, ab)?,
+                Linear::load(ctx, &format!("{lp}.self_attn.v_proj"), d, kv * hd, ab)?,
+            ];
+            let gate_up = vec![
+                Linear::load(ctx, &format!("{lp}.mlp.gate_proj"), d, inter, mb)?,
+                Linear::load(ctx, &format!("{lp}.mlp.up_proj"), d, inter, mb)?,
+            ];
             layers.push(DecoderLayer {
                 input_norm: RmsNorm::load(ctx, &format!("{lp}.input_layernorm"), d, eps)?,
-                q: Linear::load(ctx, &format!("{lp}.self_attn.q_proj"), d, h * hd, ab)?,
-                k: Linear::load(ctx, &format!("{lp}.self_attn.k_proj"), d, kv * hd, ab)?,
-                v: Linear::load(ctx, &format!("{lp}.self_attn.v_proj"), d, kv * hd, ab)?,
+                qkv: Projections::new(qkv, fuse),
                 o: Linear::load(ctx, &format!("{lp}.self_attn.o_proj"), h * hd, d, ab)?,
                 post_norm: RmsNorm::load(ctx, &format!("{lp}.post_attention_layernorm"), d, eps)?,
-                gate: Linear::load(ctx, &format!("{lp}.mlp.gate_proj"), d, inter, mb)?,
-                up: Linear::load(ctx, &format!("{lp}.mlp.up_proj"), d, inter, mb)?,
+                gate_up: Projections::new(gate_up, fuse),
                 down: Linear::load(ctx, &format!("{lp}.mlp.down_proj"), inter, d, mb)?,
             });
             // Old checkpoints may carry precomputed rotary tables; they are derived here.
@@ -533,19 +539,12 @@ impl<B: Backend> Llama<B> {
         let kvh = self.cfg.kv_heads();
         let hd = self.cfg.head_dim();
         let y = layer.input_norm.forward(x.clone());
-        let q = layer
-            .q
-            .forward(y.clone())
-            .reshape([b, t, h, hd])
-            .swap_dims(1, 2);
-        let k = layer
-            .k
-            .forward(y.clone())
-            .reshape([b, t, kvh, hd])
-            .swap_dims(1, 2);
-        let v = layer.v.forward(y).reshape([b, t, kvh, hd]).swap_dims(1, 2);
-        let q = rope(q, cos, sin);
-        let k = rope(k, cos, sin);
+        let [q, k, v] = layer.qkv.forward(y);
+        let q = q.reshape([b, t, h, hd]).swap_dims(1, 2);
+        let k = k.reshape([b, t, kvh, hd]).swap_dims(1, 2);
+        let v = v.reshape([b, t, kvh, hd]).swap_dims(1, 2);
+        let q = kernels::rotary(q, cos, sin);
+        let k = kernels::rotary(k, cos, sin);
         let (k, v) = cache.append(index, k, v);
         let s = k.dims()[2];
         let k = repeat_kv(k, h / kvh);
@@ -557,10 +556,9 @@ impl<B: Backend> Llama<B> {
             // computed explicitly so its probabilities can be handed out.
             let q_last = q.clone().narrow(2, t - 1, 1);
             let scale = (hd as f64).powf(-0.5);
-            let scores = q_last.matmul(k.clone().swap_dims(2, 3)) * scale; // [b, h, 1, s]
-                                                                           // [h, s], f32; under `grad_leaf` the handed-out row is an autodiff leaf tapped
-                                                                           // into the forward (see `grad_tap`: gradients upstream of it stay complete).
-            let row = softmax_f32(scores).reshape([h, s]);
+            // [h, s], f32. Under `grad_leaf` the handed-out row is an autodiff leaf tapped into
+            // the forward (see `grad_tap`: gradients upstream of it stay complete).
+            let row = kernels::attention_row(q_last, k.clone(), scale).reshape([h, s]);
             let (used, row) = if probe.grad_leaf {
                 grad_tap(row)
             } else {
@@ -590,22 +588,12 @@ impl<B: Backend> Llama<B> {
         }; // [b, t, h * hd]
         let x = x + layer.o.forward(ctx);
         let y = layer.post_norm.forward(x.clone());
-        let y = layer.down.forward(kernels::gated_product(
-            self.act,
-            layer.gate.forward(y.clone()),
-            layer.up.forward(y),
-        ));
+        let [gate, up] = layer.gate_up.forward(y);
+        let y = layer
+            .down
+            .forward(kernels::gated_product(self.act, gate, up));
         (x + y, row)
     }
-}
-
-/// `x * cos + rotate_half(x) * sin`, with `rotate_half(x) = cat(-x2, x1)`.
-fn rope<B: Backend>(x: Tensor<B, 4>, cos: &Tensor<B, 4>, sin: &Tensor<B, 4>) -> Tensor<B, 4> {
-    let hd = x.dims()[3];
-    let x1 = x.clone().narrow(3, 0, hd / 2);
-    let x2 = x.clone().narrow(3, hd / 2, hd / 2);
-    let rotated = Tensor::cat(vec![x2.neg(), x1], 3);
-    x * cos.clone() + rotated * sin.clone()
 }
 
 /// `[b, kv, s, hd]` -> `[b, kv * n, s, hd]`, each key/value head repeated `n` times in place.
