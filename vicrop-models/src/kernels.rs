@@ -144,6 +144,27 @@ pub fn attention<B: Backend>(
         is_causal: causal,
         ..Default::default()
     };
+    // On the GPU backends burn's `attention`, once the `autotune` feature lets it pick its
+    // flash kernels, aligns a causal mask top-left (wrong as soon as a KV cache holds more keys
+    // than there are queries: a question after a cached image prefix) and computes in f16. Its
+    // composed version, which it runs without `autotune`, aligns bottom-right in the tensors'
+    // dtype: that one is called directly there, with or without `autotune`. (Autodiff runs
+    // the composed version anyway.)
+    #[cfg(any(feature = "cuda", feature = "wgpu"))]
+    if cube::is_cube_backend::<B>() {
+        use burn::tensor::{ops::attention::attention_fallback, TensorPrimitive};
+        let out = attention_fallback::<B>(
+            q.into_primitive().tensor(),
+            k.into_primitive().tensor(),
+            v.into_primitive().tensor(),
+            None,
+            None,
+            options,
+        );
+        return Tensor::<B, 4>::from_primitive(TensorPrimitive::Float(out))
+            .swap_dims(1, 2)
+            .reshape([b, tq, h * dv]);
+    }
     burn_attention(q, k, v, None, None, options)
         .swap_dims(1, 2)
         .reshape([b, tq, h * dv])

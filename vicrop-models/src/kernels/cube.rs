@@ -89,10 +89,16 @@ macro_rules! on_cube {
 
 /// Whether `B` is a GPU backend these kernels run on (not wrapped in autodiff), and they are on.
 pub(super) fn is_cube<B: Backend>() -> bool {
+    enabled() && is_cube_backend::<B>()
+}
+
+/// Whether `B` is burn-cuda or burn-wgpu (not wrapped in autodiff), whether or not the kernels
+/// are on.
+pub(super) fn is_cube_backend<B: Backend>() -> bool {
     fn check<B: Backend>() -> Option<()> {
         on_cube!(B, |_R| Some(()))
     }
-    enabled() && check::<B>().is_some()
+    check::<B>().is_some()
 }
 
 /// The `CubeTensor` behind `t`, when `B`'s float primitive is one for runtime `R`.
@@ -662,6 +668,30 @@ mod tests {
         let want = activation::silu(gate) * up;
         let diff = rel_diff(got, want);
         assert!(diff < 1e-5, "fused views: {diff}");
+    }
+
+    /// Causal attention with more keys than queries (a question after a cached prefix) is
+    /// aligned bottom-right: query `i` of `tq` sees keys `0..=i + tk - tq`.
+    #[test]
+    fn causal_attention_after_a_prefix_is_bottom_right() {
+        let (tq, tk) = (3, 7);
+        let q = normal([1, 2, tq, 8]);
+        let k = normal([1, 2, tk, 8]);
+        let v = normal([1, 2, tk, 4]);
+        let got = crate::kernels::attention(q.clone(), k.clone(), v.clone(), true);
+        let scores = q.matmul(k.swap_dims(2, 3)) * (8f64).powf(-0.5);
+        let mut mask = vec![0f32; tq * tk];
+        for i in 0..tq {
+            for j in i + tk - tq + 1..tk {
+                mask[i * tk + j] = -1e30;
+            }
+        }
+        let mask = Tensor::<Wgpu, 1>::from_floats(mask.as_slice(), &Default::default())
+            .reshape([1, 1, tq, tk]);
+        let probs = activation::softmax(scores + mask, 3);
+        let want = probs.matmul(v).swap_dims(1, 2).reshape([1, tq, 8]);
+        let diff = rel_diff(got, want);
+        assert!(diff < 1e-5, "{diff}");
     }
 
     /// Fused projections give the parts' own outputs (on wgpu they fuse by default).
