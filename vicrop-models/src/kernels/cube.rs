@@ -66,7 +66,9 @@ fn enabled() -> bool {
     })
 }
 
-/// Runs `f` with `B`'s tensors seen as `CubeTensor<R>` for the runtimes this build has.
+/// When `B`'s float primitive is `CubeTensor<R>` for a runtime this build has (CUDA, wgpu),
+/// returns `$body` from the enclosing function with `R` named as that runtime; else evaluates
+/// to `None`.
 macro_rules! on_cube {
     ($B:ident, |$r:ident| $body:expr) => {{
         #[cfg(feature = "cuda")]
